@@ -1,10 +1,19 @@
-"""Joint connectivity, written once for any array module (``numpy``, ``jax.numpy``, ``torch``).
+"""Static pair tables and joint connectivity (the latter written once for any array module).
 
 Two shapes never exchange contact impulses when a chain of active joints connects them; the
 ``collision_matrix`` state field holds the complement of that relation (False on the diagonal).
 """
 
 from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+from .params import StaticEnvParams
+
+MANIFOLD_KINDS = ("rr", "cr", "cc")
+"""Contact pair kinds: polygon-polygon, circle-polygon, circle-circle."""
 
 
 def collision_matrix(a_index, b_index, active, num_shapes: int, xp):
@@ -31,3 +40,17 @@ def collision_matrix(a_index, b_index, active, num_shapes: int, xp):
 
 def _transpose(x, xp):
     return xp.swapaxes(x, -1, -2)
+
+
+@functools.lru_cache(maxsize=None)
+def pair_tables(static: StaticEnvParams) -> dict[str, np.ndarray]:
+    """Global body indices ``(K, 2)`` of every contact pair, in upstream's order.
+
+    ``rr``: polygons i < j, lexicographic, without pairs of two static fixated polygons;
+    ``cr``: (circle, polygon), circle-major; ``cc``: circles i < j, lexicographic.
+    """
+    P, C, F = static.num_polygons, static.num_circles, static.num_static_fixated_polys
+    rr = [(i, j) for i in range(P) for j in range(i + 1, P) if not (i < F and j < F)]
+    cr = [(P + c, p) for c in range(C) for p in range(P)]
+    cc = [(P + i, P + j) for i in range(C) for j in range(i + 1, C)]
+    return {k: np.asarray(v, np.int32).reshape(-1, 2) for k, v in zip(MANIFOLD_KINDS, (rr, cr, cc))}

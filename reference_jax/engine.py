@@ -23,35 +23,18 @@ import functools
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from kinetix_torch.params import PHYSICS_PARAM_NAMES, EnvParams, StaticEnvParams
+from kinetix_torch.topology import MANIFOLD_KINDS, pair_tables
 
 from . import collision, contacts, joints
 from .bodies import add_pair_velocity, add_velocity, gather_bodies, split_bodies, take
 from .math2d import rotate
 
-MANIFOLD_KINDS = ("rr", "cr", "cc")
-
-
 def param_values(params: EnvParams | dict) -> dict:
     """The physics parameters as float32 scalars: traced data under jit, never static."""
     values = params.physics_values() if isinstance(params, EnvParams) else params
     return {name: jnp.asarray(values[name], jnp.float32) for name in PHYSICS_PARAM_NAMES}
-
-
-@functools.lru_cache(maxsize=None)
-def pair_tables(static: StaticEnvParams) -> dict[str, np.ndarray]:
-    """Global body indices ``(K, 2)`` of every contact pair, in upstream's order.
-
-    ``rr``: polygons i < j, lexicographic, without pairs of two static fixated polygons;
-    ``cr``: (circle, polygon), circle-major; ``cc``: circles i < j, lexicographic.
-    """
-    P, C, F = static.num_polygons, static.num_circles, static.num_static_fixated_polys
-    rr = [(i, j) for i in range(P) for j in range(i + 1, P) if not (i < F and j < F)]
-    cr = [(P + c, p) for c in range(C) for p in range(P)]
-    cc = [(P + i, P + j) for i in range(C) for j in range(i + 1, C)]
-    return {k: np.asarray(v, np.int32).reshape(-1, 2) for k, v in zip(MANIFOLD_KINDS, (rr, cr, cc))}
 
 
 def _generate_manifolds(bodies, state, pairs):

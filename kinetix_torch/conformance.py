@@ -1,0 +1,379 @@
+"""Conformance against upstream: run an engine backend on a folder of golden cases.
+
+    python -m kinetix_torch.conformance --golden ../shared/golden [--engine jax]
+
+A golden folder (any folder in the ``shared/golden`` format, searched recursively) holds cases
+``<case>.json`` (sidecar with ``static_env_params`` / ``env_params``), ``<case>.engine.npz``
+(single engine steps: ``input.*``, ``action``, ``output.*``, ``manifolds.*``) and
+``<case>.traj.<action_type>.npz`` (env trajectories: ``state.*`` rows, ``action_processed``,
+``reward``, ``terminal_step``).
+
+Per case the table shows:
+
+* engine steps: fields compared, worst absolute and relative error over every state field and
+  returned manifold, and whether all are within ``atol + rtol * |upstream|``. Polygon-polygon
+  contact points are compared as an unordered pair (their order flips on near ties upstream).
+* trajectories (engine only, driven by the recorded processed actions, ``frame_skip`` engine steps
+  per env step): the first env step whose state differs by more than ``--divergence`` (``-`` when
+  none), and whether the rewarded contact event (first green-blue +1 / green-red -1 contact, and
+  its env step) matches upstream's.
+
+Exit status 1 when an engine case fails or the event match rate is below ``--min-event-match``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import schema
+from .engine import BACKENDS
+from .params import EnvParams, StaticEnvParams
+from .topology import MANIFOLD_KINDS, pair_tables
+
+GREEN, BLUE, RED = 1, 2, 3
+
+
+# ------------------------------------------------------------------------------------------------
+# Cases
+
+
+@dataclass
+class Case:
+    name: str
+    folder: Path
+    static: StaticEnvParams
+    env_params: EnvParams
+
+    def file(self, suffix: str) -> Path:
+        return self.folder / f"{Path(self.name).name}.{suffix}"
+
+
+def discover_cases(golden: Path) -> list[Case]:
+    """Every ``*.engine.npz`` under ``golden`` with its sidecar, sorted by name."""
+    cases = []
+    for engine_file in sorted(Path(golden).rglob("*.engine.npz")):
+        stem = engine_file.name[: -len(".engine.npz")]
+        sidecar = engine_file.with_name(f"{stem}.json")
+        if not sidecar.exists():
+            raise FileNotFoundError(f"{engine_file}: sidecar {sidecar.name} is missing")
+        meta = json.loads(sidecar.read_text())
+        static = StaticEnvParams.from_dict(_plain_static(meta["static_env_params"]), where=f"{sidecar}: static_env_params")
+        env_params = EnvParams.from_dict(meta["env_params"], where=f"{sidecar}: env_params")
+        name = str(engine_file.relative_to(golden).with_name(stem))
+        cases.append(Case(name, engine_file.parent, static, env_params))
+    return cases
+
+
+def _plain_static(d: dict) -> dict:
+    screen = d.get("screen_dim")
+    if isinstance(screen, dict):
+        d = {**d, "screen_dim": [screen[str(i)] for i in range(len(screen))]}
+    return d
+
+
+# ------------------------------------------------------------------------------------------------
+# Running an engine on stacked numpy states
+
+
+class NumpyEngine:
+    """Adapter: flat numpy states in, flat numpy states and manifolds out, through ``engine.step``."""
+
+    def __init__(self, backend: str):
+        self.backend = backend
+
+    def __call__(self, flat_state: dict, actions: np.ndarray, static: StaticEnvParams, params: EnvParams):
+        import torch
+
+        from . import engine
+
+        batch = (actions.shape[0],)
+        full = schema.allocate(static, batch)
+        full.update(flat_state)
+        device = "cuda" if self.backend == "triton" else "cpu"
+        td = schema.to_tensordict(full, batch, device=device)
+        out, manifolds = engine.step(td, torch.from_numpy(actions).to(device), params, static, backend=self.backend)
+        return schema.tensordict_to_numpy(out), schema.tensordict_to_numpy(manifolds)
+
+
+# ------------------------------------------------------------------------------------------------
+# Comparison
+
+
+@dataclass
+class Errors:
+    """Worst errors over the fields compared so far."""
+
+    fields: int = 0
+    max_abs: float = 0.0
+    max_rel: float = 0.0
+    max_excess: float = 0.0
+    """max of ``|got - ref| / (atol + rtol * |ref|)``: <= 1 means within tolerance."""
+    worst_field: str = ""
+
+    def add(self, key: str, abs_err: np.ndarray, ref: np.ndarray, atol: float, rtol: float) -> None:
+        self.fields += 1
+        if abs_err.size == 0:
+            return
+        excess = float(np.max(abs_err / (atol + rtol * np.abs(ref))))
+        self.max_abs = max(self.max_abs, float(abs_err.max()))
+        self.max_rel = max(self.max_rel, float(np.max(abs_err / np.maximum(np.abs(ref), 1e-6))))
+        if excess > self.max_excess:
+            self.max_excess, self.worst_field = excess, key
+
+    @property
+    def ok(self) -> bool:
+        return self.max_excess <= 1.0
+
+
+def _abs_error(got: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    if ref.dtype.kind in "bi":
+        return (got != ref).astype(np.float64)
+    return np.abs(got.astype(np.float64) - ref.astype(np.float64))
+
+
+def _unordered_rr(got: dict, ref: dict, keys: list[str]) -> dict[str, np.ndarray]:
+    """Per-field errors of polygon-polygon manifolds ``(..., RR, 2, ...)``, each pair's two contact
+    points matched in whichever order fits upstream best."""
+    direct = {k: _abs_error(got[k], ref[k]) for k in keys}
+    crossed = {k: _abs_error(np.flip(got[k], axis=_point_axis(got[k], k)), ref[k]) for k in keys}
+    pair_direct = _pair_max(direct)
+    pair_crossed = _pair_max(crossed)
+    use_crossed = pair_crossed < pair_direct
+    out = {}
+    for k in keys:
+        mask = use_crossed.reshape(use_crossed.shape + (1,) * (direct[k].ndim - use_crossed.ndim))
+        out[k] = np.where(mask, crossed[k], direct[k])
+    return out
+
+
+def _point_axis(arr: np.ndarray, key: str) -> int:
+    """Axis of the two contact points: right after the pair axis."""
+    return arr.ndim - 1 - _vector_dims(key)
+
+
+def _vector_dims(key: str) -> int:
+    """1 for the 2-vector manifold fields, 0 for scalars."""
+    return int(key.rsplit(".", 1)[-1] in ("normal", "collision_point"))
+
+
+def _pair_max(errors: dict) -> np.ndarray:
+    """Max error per (batch, pair) over fields and points."""
+    per_field = []
+    for k, e in errors.items():
+        trailing = 1 + _vector_dims(k)
+        per_field.append(e.reshape(e.shape[: e.ndim - trailing] + (-1,)).max(axis=-1))
+    return np.max(np.stack(per_field), axis=0)
+
+
+def compare_states(got: dict, ref: dict, keys, errors: Errors, atol: float, rtol: float) -> None:
+    rr_keys = [k for k in keys if k.startswith("acc_rr_manifolds.")]
+    rr_errors = _unordered_rr(got, ref, rr_keys) if rr_keys else {}
+    for k in keys:
+        err = rr_errors[k] if k in rr_errors else _abs_error(got[k], ref[k])
+        errors.add(k, err, ref[k].astype(np.float64), atol, rtol)
+
+
+# ------------------------------------------------------------------------------------------------
+# Engine steps
+
+
+def check_engine_case(engine, case: Case, atol: float, rtol: float) -> Errors:
+    data = np.load(case.file("engine.npz"))
+    inputs = {k[len("input.") :]: data[k] for k in data.files if k.startswith("input.")}
+    outputs = {k[len("output.") :]: data[k] for k in data.files if k.startswith("output.")}
+    got, manifolds = engine(inputs, data["action"], case.static, case.env_params)
+    errors = Errors()
+    compare_states(got, outputs, sorted(outputs), errors, atol, rtol)
+    # Returned manifolds: rr is point 0 of the final state's pair, or point 1 when upstream swapped.
+    for kind in MANIFOLD_KINDS:
+        prefix = f"manifolds.{kind}."
+        for key in (k for k in data.files if k.startswith(prefix)):
+            leaf = key[len(prefix) :]
+            err = _abs_error(manifolds[f"{kind}.{leaf}"], data[key])
+            if kind == "rr":
+                other = outputs[f"acc_rr_manifolds.{leaf}"][:, :, 1]
+                err = np.minimum(err, _abs_error(manifolds[f"{kind}.{leaf}"], other))
+            errors.add(key, err, data[key].astype(np.float64), atol, rtol)
+    return errors
+
+
+# ------------------------------------------------------------------------------------------------
+# Trajectories
+
+
+@dataclass
+class TrajectoryResult:
+    action_type: str
+    num_steps: int
+    first_divergence: int | None
+    """First env step (1-based row of ``state``) whose sim state differs by more than the threshold."""
+    upstream_event: tuple[int, int] | None
+    """(env step, +1 or -1) of upstream's rewarded contact, None if the episode did not end."""
+    event: tuple[int, int] | None
+
+    @property
+    def event_matches(self) -> bool:
+        return self.event == self.upstream_event
+
+
+def contact_reward(state: dict, manifolds: dict, static: StaticEnvParams) -> np.ndarray:
+    """Upstream's per-substep contact reward ``(batch,)``: -1 if green touches red, else +1 if green
+    touches blue, else 0. Uses ``manifold.active`` (not the collision matrix) and live shapes' roles."""
+    roles = np.concatenate(
+        [
+            state["polygon_shape_roles"] * state["polygon.active"],
+            state["circle_shape_roles"] * state["circle.active"],
+        ],
+        axis=-1,
+    )
+    touching_red = np.zeros(roles.shape[0], bool)
+    touching_blue = np.zeros(roles.shape[0], bool)
+    for kind, pairs in pair_tables(static).items():
+        if not len(pairs):
+            continue
+        product = roles[:, pairs[:, 0]] * roles[:, pairs[:, 1]]
+        active = manifolds[f"{kind}.active"]
+        touching_red |= np.any(active & (product == GREEN * RED), axis=-1)
+        touching_blue |= np.any(active & (product == GREEN * BLUE), axis=-1)
+    return np.where(touching_red, -1, np.where(touching_blue, 1, 0))
+
+
+def check_trajectories(engine, cases: list[Case], action_type: str, divergence: float) -> list[TrajectoryResult]:
+    """Run all cases (one static configuration) together, open loop on the recorded actions."""
+    static, params = cases[0].static, cases[0].env_params
+    trajs = [np.load(c.file(f"traj.{action_type}.npz")) for c in cases]
+    sim_keys = [k for k in schema.SIM_KEYS]
+    env_keys = ("polygon_shape_roles", "circle_shape_roles")
+    states = [{k: t[f"state.{k}"] for k in sim_keys + list(env_keys)} for t in trajs]
+    steps = [int(t["num_steps"]) for t in trajs]
+    horizon = max(steps)
+    actions = np.zeros((len(cases), horizon, static.action_dim), np.float32)
+    for i, t in enumerate(trajs):
+        actions[i, : steps[i]] = t["action_processed"]
+
+    current = {k: np.stack([s[k][0] for s in states]) for k in sim_keys}
+    roles = {k: np.stack([s[k][0] for s in states]) for k in env_keys}
+    diverged: list[int | None] = [None] * len(cases)
+    events: list[tuple[int, int] | None] = [None] * len(cases)
+    for t in range(horizon):
+        for _ in range(static.frame_skip):
+            current, manifolds = engine(current, actions[:, t], static, params)
+            current = {k: current[k] for k in sim_keys}
+            reward = contact_reward({**current, **roles}, manifolds, static)
+            for i in range(len(cases)):
+                if events[i] is None and reward[i] != 0 and t < steps[i]:
+                    events[i] = (t, int(reward[i]))
+        for i, s in enumerate(states):
+            if t < steps[i] and diverged[i] is None:
+                worst = max(float(np.max(_abs_error(current[k][i], s[k][t + 1]), initial=0)) for k in sim_keys)
+                if worst > divergence:
+                    diverged[i] = t + 1
+
+    results = []
+    for i, tr in enumerate(trajs):
+        terminal = int(tr["terminal_step"])
+        upstream = None if terminal < 0 else (terminal, int(np.sign(tr["reward"][terminal])))
+        results.append(TrajectoryResult(action_type, steps[i], diverged[i], upstream, events[i]))
+    return results
+
+
+# ------------------------------------------------------------------------------------------------
+# Report
+
+
+@dataclass
+class CaseReport:
+    case: Case
+    engine: Errors
+    trajectories: list[TrajectoryResult] = field(default_factory=list)
+
+
+@dataclass
+class Report:
+    cases: list[CaseReport]
+
+    @property
+    def engine_pass_fraction(self) -> float:
+        return float(np.mean([c.engine.ok for c in self.cases])) if self.cases else 0.0
+
+    @property
+    def event_match_fraction(self) -> float:
+        matches = [t.event_matches for c in self.cases for t in c.trajectories]
+        return float(np.mean(matches)) if matches else 1.0
+
+    def table(self) -> str:
+        head = f"{'case':42s} {'fields':>6s} {'max abs':>9s} {'max rel':>9s} {'engine':>6s}  trajectories (diverges at / steps, event)"
+        lines = [head, "-" * len(head)]
+        for c in self.cases:
+            e = c.engine
+            traj = "  ".join(
+                f"{t.action_type}: {t.first_divergence if t.first_divergence is not None else '-'}/{t.num_steps}"
+                f" {'ok' if t.event_matches else f'EVENT {t.event} vs {t.upstream_event}'}"
+                for t in c.trajectories
+            )
+            status = "ok" if e.ok else f"FAIL ({e.worst_field})"
+            lines.append(f"{c.case.name:42s} {e.fields:6d} {e.max_abs:9.2e} {e.max_rel:9.2e} {status:>6s}  {traj}")
+        lines.append(
+            f"engine cases within tolerance: {self.engine_pass_fraction:.1%} of {len(self.cases)}; "
+            f"rewarded contact events matching: {self.event_match_fraction:.1%}"
+        )
+        return "\n".join(lines)
+
+
+def run(
+    golden: Path,
+    backend: str = "jax",
+    atol: float = 1e-4,
+    rtol: float = 1e-4,
+    divergence: float = 1e-3,
+    trajectories: bool = True,
+    pattern: str = "",
+) -> Report:
+    engine = NumpyEngine(backend)
+    cases = [c for c in discover_cases(Path(golden)) if pattern in c.name]
+    if not cases:
+        raise FileNotFoundError(f"no golden cases (*.engine.npz) under {golden}" + (f" matching {pattern!r}" if pattern else ""))
+    reports = {c.name: CaseReport(c, check_engine_case(engine, c, atol, rtol)) for c in cases}
+    if trajectories:
+        groups: dict[tuple, list[Case]] = {}
+        for c in cases:
+            groups.setdefault((c.static, tuple(sorted(c.env_params.physics_values().items()))), []).append(c)
+        for group in groups.values():
+            for action_type in ("multi_discrete", "continuous"):
+                present = [c for c in group if c.file(f"traj.{action_type}.npz").exists()]
+                if present:
+                    for c, result in zip(present, check_trajectories(engine, present, action_type, divergence)):
+                        reports[c.name].trajectories.append(result)
+    return Report(list(reports.values()))
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m kinetix_torch.conformance", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--golden", required=True, type=Path, help="folder of golden cases (searched recursively)")
+    parser.add_argument("--engine", default="jax", choices=BACKENDS, help="engine backend to check")
+    parser.add_argument("--atol", type=float, default=1e-4, help="absolute tolerance of single engine steps")
+    parser.add_argument("--rtol", type=float, default=1e-4, help="relative tolerance of single engine steps")
+    parser.add_argument("--divergence", type=float, default=1e-3, help="trajectory error that counts as divergence")
+    parser.add_argument("--min-event-match", type=float, default=0.9, help="required share of matching contact events")
+    parser.add_argument("--no-trajectories", action="store_true", help="check single engine steps only")
+    parser.add_argument("--cases", default="", help="only cases whose name contains this")
+    args = parser.parse_args(argv)
+    if not args.golden.is_dir():
+        parser.error(f"--golden {args.golden}: no such folder")
+    report = run(args.golden, args.engine, args.atol, args.rtol, args.divergence, not args.no_trajectories, args.cases)
+    print(report.table())
+    failed = [c.case.name for c in report.cases if not c.engine.ok]
+    if failed or report.event_match_fraction < args.min_event_match:
+        print(f"FAILED: {len(failed)} engine case(s) out of tolerance; event match {report.event_match_fraction:.1%}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,509 @@
+"""Kinetix JSON levels: load, save, validate, pad to a larger size, and stack into banks.
+
+The JSON format is the one the Kinetix editors write::
+
+    {"env_state": {...}, "env_params": {...}, "static_env_params": {...}}
+
+``env_state`` holds entity lists (``polygon``, ``circle``, ``joint``, ``thruster`` and the three
+warm-start manifold lists), the ``collision_matrix`` and ``gravity``. Vectors are objects with
+string index keys (``{"0": x, "1": y}``). Each entity's keys are the schema fields under its prefix
+(``polygon.position`` -> ``"position"``) plus a few env-level per-entity fields (``role``,
+``density``, ``highlighted``, ``motor_binding``, ``thruster_binding``); :data:`ENTITY_LISTS` is the
+single table that drives both the reader and the writer.
+
+Loading reproduces upstream's ``kinetix.util.saving.load_from_json_file``: ``highlighted`` flags are
+dropped, ``max_timesteps`` is reset to its default, the collision matrix is recomputed from the
+joints, and warm-start manifolds start at zero. Unlike upstream, ``screen_dim`` and ``downscale``
+are taken from the file rather than reset to their defaults (every shared level uses the defaults).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import schema
+from .params import EnvParams, StaticEnvParams, static_params_for_size
+from .topology import collision_matrix
+
+__all__ = [
+    "LevelFormatError",
+    "Level",
+    "EntityList",
+    "ENTITY_LISTS",
+    "SIZE_NAMES",
+    "load_level",
+    "level_from_json_dict",
+    "level_to_json_dict",
+    "save_level",
+    "validate_level",
+    "pad_state",
+    "stack_levels",
+    "level_bank_to_tensordict",
+    "load_levels_dir",
+]
+
+SIZE_NAMES = ("num_polygons", "num_circles", "num_joints", "num_thrusters")
+"""The static params that padding may grow; every other static param must match to share a bank."""
+
+_TOP_LEVEL_KEYS = ("env_state", "env_params", "static_env_params")
+_MANIFOLD_PREFIXES = ("acc_rr_manifolds", "acc_cr_manifolds", "acc_cc_manifolds")
+_INDEX_FIELDS = ("joint.a_index", "joint.b_index", "thruster.object_index")
+_PADDED_DIMS = ("P", "C", "J", "T")
+
+
+class LevelFormatError(ValueError):
+    """A level file or state is malformed; the message names the file (or ``<dict>``) and the field."""
+
+
+# --------------------------------------------------------------------------------------------------
+# The table of entity lists
+
+
+@dataclass(frozen=True)
+class EntityList:
+    """One ``env_state`` list of objects and the flat state fields its keys map to."""
+
+    name: str
+    """Key in ``env_state`` (also the schema prefix)."""
+    count: Callable[[StaticEnvParams], int]
+    """Number of list entries for these sizes."""
+    count_name: str
+    """How the expected count is described in error messages."""
+    extras: dict = field(default_factory=dict)
+    """Entity key -> flat field outside the prefix (``role`` -> ``polygon_shape_roles``)."""
+    optional: frozenset = frozenset()
+    """Entity keys that may be absent on input."""
+    row_dims: int = 1
+    """Leading field dims enumerated by the list (2 for polygon-polygon manifolds: pair, point)."""
+
+    @property
+    def keys(self) -> dict[str, str]:
+        """Entity key -> flat field key, in schema order, then the extras."""
+        own = {k.split(".", 1)[1]: k for k in schema.FIELD_BY_KEY if k.startswith(self.name + ".")}
+        return {**own, **self.extras}
+
+
+def _body(kind: str, count_attr: str) -> EntityList:
+    return EntityList(
+        kind,
+        lambda s: getattr(s, count_attr),
+        f"static_env_params.{count_attr}",
+        extras={"role": f"{kind}_shape_roles", "density": f"{kind}_densities", "highlighted": f"{kind}_highlighted"},
+        optional=frozenset({"highlighted"}),
+    )
+
+
+ENTITY_LISTS: tuple[EntityList, ...] = (
+    _body("polygon", "num_polygons"),
+    _body("circle", "num_circles"),
+    EntityList("joint", lambda s: s.num_joints, "static_env_params.num_joints", {"motor_binding": "motor_bindings"}),
+    EntityList(
+        "thruster",
+        lambda s: s.num_thrusters,
+        "static_env_params.num_thrusters",
+        {"thruster_binding": "thruster_bindings"},
+    ),
+    EntityList("acc_rr_manifolds", lambda s: 2 * s.num_rr_pairs, "2 x num_rr_pairs", row_dims=2),
+    EntityList("acc_cr_manifolds", lambda s: s.num_cr_pairs, "num_cr_pairs"),
+    EntityList("acc_cc_manifolds", lambda s: s.num_cc_pairs, "num_cc_pairs"),
+)
+"""Every list in ``env_state``; the reader and the writer are driven by this table alone."""
+
+_STATE_ARRAYS = ("collision_matrix", "gravity")
+"""``env_state`` entries that are a single (index-object) array."""
+
+_IGNORED_ON_LOAD = frozenset(
+    {"collision_matrix", "polygon_highlighted", "circle_highlighted"}
+    | {k for k in schema.FIELD_BY_KEY if k.split(".")[0] in _MANIFOLD_PREFIXES}
+)
+"""Fields read (and checked) from a file but reset as upstream's loader does."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Level objects
+
+
+@dataclass(frozen=True, eq=False)
+class Level:
+    """One loaded level: a flat numpy state (no batch dim) with its params."""
+
+    state: dict[str, np.ndarray]
+    static: StaticEnvParams
+    env_params: EnvParams
+    name: str
+
+
+# --------------------------------------------------------------------------------------------------
+# Loading
+
+
+def load_level(
+    path_or_dict: str | os.PathLike | Mapping, static: StaticEnvParams | None = None, where: str | None = None
+) -> Level:
+    """Load a level from a JSON file or an already parsed dict.
+
+    With ``static``, the level is padded into those sizes (see :func:`pad_state`) and the other
+    static params come from ``static``. ``where`` names the source in error messages (default: the
+    path, or ``"<dict>"``).
+    """
+    if isinstance(path_or_dict, Mapping):
+        where = where or "<dict>"
+        return level_from_json_dict(path_or_dict, static=static, where=where, name=where)
+    path = Path(path_or_dict)
+    where = where or str(path)
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise LevelFormatError(f"{where}: not valid JSON: {e}") from None
+    return level_from_json_dict(data, static=static, where=where, name=path.stem)
+
+
+def level_from_json_dict(
+    data: Mapping, static: StaticEnvParams | None = None, where: str = "<dict>", name: str | None = None
+) -> Level:
+    """Build a :class:`Level` from a parsed level JSON object (the input is not modified)."""
+    if not isinstance(data, Mapping):
+        raise LevelFormatError(f"{where}: expected a JSON object at the top level, got {type(data).__name__}")
+    for key in _TOP_LEVEL_KEYS:
+        if not isinstance(data.get(key), Mapping):
+            problem = "missing" if key not in data else f"expected an object, got {type(data[key]).__name__}"
+            raise LevelFormatError(f"{where}: top-level key {key!r}: {problem}")
+    try:
+        file_static = StaticEnvParams.from_dict(_plain(data["static_env_params"]))
+        env_params = EnvParams.from_dict(_plain(data["env_params"])).replace(max_timesteps=EnvParams().max_timesteps)
+    except ValueError as e:
+        raise LevelFormatError(f"{where}: {e}") from None
+
+    parsed = _read_env_state(data["env_state"], file_static, where)
+    state = schema.allocate(file_static)
+    state.update({k: v for k, v in parsed.items() if k not in _IGNORED_ON_LOAD})
+    state["collision_matrix"] = _collision_matrix_of(state, file_static)
+    validate_level(state, file_static, where=where, env_params=env_params)
+    if static is None:
+        return Level(state, file_static, env_params, name or where)
+    return Level(pad_state(state, file_static, static, where=where), static, env_params, name or where)
+
+
+def _plain(params: Mapping) -> dict:
+    """Params object with index-objects (``screen_dim: {"0": 500, "1": 500}``) turned into lists."""
+    return {k: [v[i] for i in sorted(v, key=int)] if _is_index_object(v) else v for k, v in params.items()}
+
+
+def _is_index_object(value) -> bool:
+    return isinstance(value, Mapping) and bool(value) and all(isinstance(k, str) and k.isdigit() for k in value)
+
+
+def _read_env_state(env_state: Mapping, static: StaticEnvParams, where: str) -> dict[str, np.ndarray]:
+    """Every field present in ``env_state``, as flat arrays of schema dtype and shape."""
+    out = {}
+    for entity in ENTITY_LISTS:
+        out.update(_read_entity_list(env_state, entity, static, where))
+    for key in _STATE_ARRAYS:
+        if key not in env_state:
+            raise LevelFormatError(f"{where}: env_state: missing {key!r}")
+        out[key] = _to_array(env_state[key], key, static, f"{where}: env_state.{key}")
+    return out
+
+
+def _read_entity_list(env_state: Mapping, entity: EntityList, static: StaticEnvParams, where: str) -> dict:
+    path = f"env_state.{entity.name}"
+    entries = env_state.get(entity.name)
+    if not isinstance(entries, list):
+        problem = "missing" if entity.name not in env_state else f"expected a list, got {type(entries).__name__}"
+        raise LevelFormatError(f"{where}: {path}: {problem}")
+    expected = entity.count(static)
+    if len(entries) != expected:
+        raise LevelFormatError(f"{where}: {path} has {len(entries)} entries, {entity.count_name} is {expected}")
+    keys = entity.keys
+    columns: dict[str, list] = {flat_key: [] for flat_key in keys.values()}
+    for i, entry in enumerate(entries):
+        item = f"{path}[{i}]"
+        if not isinstance(entry, Mapping):
+            raise LevelFormatError(f"{where}: {item}: expected an object, got {type(entry).__name__}")
+        unknown = sorted(set(entry) - set(keys))
+        if unknown:
+            raise LevelFormatError(f"{where}: {item}: unknown key(s) {unknown}; expected {sorted(keys)}")
+        for key, flat_key in keys.items():
+            dtype = schema.FIELD_BY_KEY[flat_key].dtype
+            row_shape = schema.field_shape(flat_key, static)[entity.row_dims :]
+            if key in entry:
+                columns[flat_key].append(_parse(entry[key], row_shape, dtype, f"{where}: {item}.{key}"))
+            elif key in entity.optional:
+                columns[flat_key].append(np.zeros(row_shape, dtype).tolist())
+            else:
+                raise LevelFormatError(f"{where}: {item}: missing {key!r}")
+    return {
+        flat_key: np.array(rows, dtype=schema.FIELD_BY_KEY[flat_key].dtype).reshape(
+            schema.field_shape(flat_key, static)
+        )
+        for flat_key, rows in columns.items()
+    }
+
+
+def _to_array(value, key: str, static: StaticEnvParams, path: str) -> np.ndarray:
+    dtype = schema.FIELD_BY_KEY[key].dtype
+    return np.array(_parse(value, schema.field_shape(key, static), dtype, path), dtype=dtype)
+
+
+def _parse(value, shape: tuple[int, ...], dtype: np.dtype, path: str):
+    """A JSON value (index-object or list for vectors) -> nested Python lists of checked scalars."""
+    if not shape:
+        return _parse_scalar(value, dtype, path)
+    if _is_index_object(value):
+        if set(value) != {str(i) for i in range(len(value))}:
+            raise LevelFormatError(f"{path}: expected index keys '0'..'{len(value) - 1}', got {sorted(value, key=int)}")
+        value = [value[str(i)] for i in range(len(value))]
+    if not isinstance(value, list):
+        raise LevelFormatError(f"{path}: expected a vector of {shape[0]} components, got {_describe(value)}")
+    if len(value) != shape[0]:
+        raise LevelFormatError(f"{path}: expected {shape[0]} components, got {len(value)}")
+    return [_parse(v, shape[1:], dtype, f"{path}[{i}]") for i, v in enumerate(value)]
+
+
+_INT32_RANGE = (-(2**31), 2**31 - 1)
+
+
+def _parse_scalar(value, dtype: np.dtype, path: str):
+    if dtype.kind == "b":
+        if isinstance(value, bool):
+            return value
+        raise LevelFormatError(f"{path}: expected true/false, got {_describe(value)}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise LevelFormatError(f"{path}: expected a number, got {_describe(value)}")
+    if dtype.kind == "i":
+        if not isinstance(value, int) or not _INT32_RANGE[0] <= value <= _INT32_RANGE[1]:
+            raise LevelFormatError(f"{path}: expected a 32-bit integer, got {value!r}")
+        return value
+    return float(value)
+
+
+def _describe(value) -> str:
+    return f"{type(value).__name__} {value!r}" if not isinstance(value, (Mapping, list)) else type(value).__name__
+
+
+# --------------------------------------------------------------------------------------------------
+# Saving
+
+
+def level_to_json_dict(state: Mapping[str, np.ndarray], static: StaticEnvParams, env_params: EnvParams) -> dict:
+    """The level JSON object of a flat state (no batch dim), in the editors' format."""
+    validate_level(state, static, where="state to save", env_params=env_params)
+    env_state = {}
+    for entity in ENTITY_LISTS:
+        rows = {
+            key: np.asarray(state[flat_key]).reshape(
+                (entity.count(static),) + schema.field_shape(flat_key, static)[entity.row_dims :]
+            )
+            for key, flat_key in entity.keys.items()
+        }
+        env_state[entity.name] = [
+            {key: _to_json(column[i]) for key, column in rows.items()} for i in range(entity.count(static))
+        ]
+    for key in _STATE_ARRAYS:
+        env_state[key] = _to_json(np.asarray(state[key]))
+    static_dict = static.to_dict()
+    static_dict["screen_dim"] = _to_json(np.asarray(static.screen_dim))
+    return {"env_state": env_state, "env_params": env_params.to_dict(), "static_env_params": static_dict}
+
+
+def _to_json(array: np.ndarray):
+    """numpy array -> nested index-objects of Python scalars (float32 values round-trip exactly)."""
+    return _index_objects(array.tolist())
+
+
+def _index_objects(value):
+    return {str(i): _index_objects(v) for i, v in enumerate(value)} if isinstance(value, list) else value
+
+
+def save_level(
+    path: str | os.PathLike, state: Mapping[str, np.ndarray], static: StaticEnvParams, env_params: EnvParams
+) -> None:
+    """Write a level JSON file atomically (temporary file in the same folder, then ``os.replace``)."""
+    path = Path(path)
+    text = json.dumps(level_to_json_dict(state, static, env_params))
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+# --------------------------------------------------------------------------------------------------
+# Validation
+
+
+@dataclass(frozen=True)
+class _RangeCheck:
+    key: str
+    active_key: str
+    low: int
+    high: Callable[[StaticEnvParams, EnvParams], int]
+    """Exclusive upper bound."""
+    high_name: str
+
+
+_RANGE_CHECKS = (
+    _RangeCheck("joint.a_index", "joint.active", 0, lambda s, p: s.num_shapes, "num_shapes"),
+    _RangeCheck("joint.b_index", "joint.active", 0, lambda s, p: s.num_shapes, "num_shapes"),
+    _RangeCheck("thruster.object_index", "thruster.active", 0, lambda s, p: s.num_shapes, "num_shapes"),
+    _RangeCheck(
+        "polygon.n_vertices", "polygon.active", 3, lambda s, p: s.max_polygon_vertices + 1, "max_polygon_vertices + 1"
+    ),
+    _RangeCheck("polygon_shape_roles", "polygon.active", 0, lambda s, p: p.num_shape_roles, "num_shape_roles"),
+    _RangeCheck("circle_shape_roles", "circle.active", 0, lambda s, p: p.num_shape_roles, "num_shape_roles"),
+    _RangeCheck("motor_bindings", "joint.active", 0, lambda s, p: s.num_motor_bindings, "num_motor_bindings"),
+    _RangeCheck(
+        "thruster_bindings", "thruster.active", 0, lambda s, p: s.num_thruster_bindings, "num_thruster_bindings"
+    ),
+)
+"""Integer fields whose values must lie in ``[low, high)`` in active slots (inactive slots may hold anything)."""
+
+
+def validate_level(
+    state: Mapping[str, np.ndarray], static: StaticEnvParams, where: str = "state", env_params: EnvParams | None = None
+) -> None:
+    """Check a flat numpy state (optionally with leading batch dims) for shapes, dtypes and ranges.
+
+    On top of :func:`schema.validate`: joint and thruster indices, polygon vertex counts, roles and
+    bindings of active slots must be in range, and float fields must be finite.
+    """
+    env_params = env_params or EnvParams()
+    batch_shape = tuple(np.shape(state["timestep"])) if "timestep" in state else ()
+    try:
+        schema.validate(state, static, batch_shape, where=where)
+    except ValueError as e:
+        raise LevelFormatError(str(e)) from None
+    for check in _RANGE_CHECKS:
+        values = np.asarray(state[check.key])
+        high = check.high(static, env_params)
+        bad = np.asarray(state[check.active_key]) & ((values < check.low) | (values >= high))
+        if bad.any():
+            index = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise LevelFormatError(
+                f"{where}: {check.key}{list(index)} = {values[index]} in an active slot is outside "
+                f"[{check.low}, {high}) ({check.high_name} = {high})"
+            )
+    for f in schema.FIELDS:
+        if f.dtype.kind == "f":
+            finite = np.isfinite(np.asarray(state[f.key]))
+            if not finite.all():
+                index = tuple(int(i) for i in np.argwhere(~finite)[0])
+                raise LevelFormatError(
+                    f"{where}: {f.key}{list(index)} is {np.asarray(state[f.key])[index]}; NaN/inf not allowed"
+                )
+
+
+# --------------------------------------------------------------------------------------------------
+# Padding
+
+
+def pad_state(
+    flat_state: Mapping[str, np.ndarray], from_static: StaticEnvParams, to_static: StaticEnvParams, where: str = "state"
+) -> dict[str, np.ndarray]:
+    """Pad a flat numpy state (optionally with leading batch dims) from one size into a larger one.
+
+    Zero slots are appended to the polygon, circle, joint and thruster arrays (and their roles,
+    densities, highlighted flags, bindings and ``motor_auto``); joint and thruster shape indices
+    pointing at circles shift up by the number of added polygons; the collision matrix is recomputed
+    from the joints and the warm-start manifolds are zeros, as upstream's ``expand_env_state``.
+    """
+    _check_fits(from_static, to_static, where)
+    for name in ("max_polygon_vertices", "num_static_fixated_polys"):
+        old, new = getattr(from_static, name), getattr(to_static, name)
+        if old != new:
+            raise LevelFormatError(f"{where}: cannot pad between different {name}: {old} -> {new}")
+    batch_ndim = np.ndim(flat_state["timestep"])
+    batch_shape = np.shape(flat_state["timestep"])
+    old_dims, new_dims = schema.dims_of(from_static), schema.dims_of(to_static)
+    out = schema.allocate(to_static, batch_shape)
+    for f in schema.FIELDS:
+        value = np.asarray(flat_state[f.key])
+        if f.dims[:1] and f.dims[0] in _PADDED_DIMS:
+            pad = [(0, 0)] * value.ndim
+            pad[batch_ndim] = (0, new_dims[f.dims[0]] - old_dims[f.dims[0]])
+            out[f.key] = np.pad(value, pad)
+        elif f.key != "collision_matrix" and f.key.split(".")[0] not in _MANIFOLD_PREFIXES:
+            out[f.key] = value.copy()
+    added_polygons = to_static.num_polygons - from_static.num_polygons
+    for key in _INDEX_FIELDS:
+        out[key] = np.where(out[key] >= from_static.num_polygons, out[key] + added_polygons, out[key]).astype(np.int32)
+    out["collision_matrix"] = _collision_matrix_of(out, to_static)
+    return out
+
+
+def _check_fits(from_static: StaticEnvParams, to_static: StaticEnvParams, where: str) -> None:
+    too_large = [
+        f"{n} {getattr(from_static, n)} > {getattr(to_static, n)}"
+        for n in SIZE_NAMES
+        if getattr(from_static, n) > getattr(to_static, n)
+    ]
+    if too_large:
+        target = ", ".join(f"{n}={getattr(to_static, n)}" for n in SIZE_NAMES)
+        raise LevelFormatError(f"{where}: level too large for the target sizes ({target}): {', '.join(too_large)}")
+
+
+def _collision_matrix_of(state: Mapping[str, np.ndarray], static: StaticEnvParams) -> np.ndarray:
+    return collision_matrix(
+        state["joint.a_index"], state["joint.b_index"], state["joint.active"], static.num_shapes, xp=np
+    ).astype(np.bool_)
+
+
+# --------------------------------------------------------------------------------------------------
+# Banks
+
+
+def stack_levels(
+    levels: Sequence[Level], static: StaticEnvParams | None = None
+) -> tuple[dict[str, np.ndarray], StaticEnvParams]:
+    """Pad every level to ``static`` and stack them along a new leading batch dim.
+
+    ``static`` defaults to the static params of the level all others fit in. The levels must share
+    every non-size static param (``frame_skip``, solver settings, ...).
+    """
+    if not levels:
+        raise ValueError("stack_levels: no levels given")
+    first = levels[0]
+    reference = first.static.to_dict()
+    for level in levels[1:]:
+        diff = [
+            f"{k} {v!r} vs {reference[k]!r}"
+            for k, v in level.static.to_dict().items()
+            if k not in SIZE_NAMES and v != reference[k]
+        ]
+        if diff:
+            raise ValueError(
+                f"stack_levels: level {level.name!r} differs from {first.name!r} in non-size static params: "
+                + ", ".join(diff)
+            )
+    if static is None:
+        static = next((lvl.static for lvl in levels if all(o.static.fits_in(lvl.static) for o in levels)), None)
+        if static is None:
+            raise ValueError("stack_levels: no level's sizes hold all the others; pass static= explicitly")
+    padded = [pad_state(lvl.state, lvl.static, static, where=lvl.name) for lvl in levels]
+    return {k: np.stack([p[k] for p in padded]) for k in padded[0]}, static
+
+
+def level_bank_to_tensordict(levels: Sequence[Level], device=None, static: StaticEnvParams | None = None):
+    """Stacked levels as a TensorDict of batch size ``[len(levels)]`` on ``device``; returns ``(td, static)``."""
+    flat, static = stack_levels(levels, static)
+    return schema.to_tensordict(flat, batch_shape=(len(levels),), device=device), static
+
+
+def load_levels_dir(path: str | os.PathLike, size: str | StaticEnvParams | None = None) -> list[Level]:
+    """Load every ``*.json`` level in a folder, sorted by file name, padded to ``size`` when given
+    (an S/M/L name for :func:`static_params_for_size`, or explicit static params)."""
+    files = sorted(Path(path).glob("*.json"))
+    if not files:
+        raise FileNotFoundError(f"no *.json levels in {path}")
+    static = static_params_for_size(size) if isinstance(size, str) else size
+    return [load_level(f, static=static) for f in files]
