@@ -237,7 +237,11 @@ def to_tensordict(flat: Mapping[str, Any], batch_shape: tuple[int, ...] = (), de
 
     td = TensorDict({}, batch_size=list(batch_shape), device=device)
     for key, value in flat.items():
-        tensor = value if isinstance(value, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(value))
+        if not isinstance(value, torch.Tensor):
+            value = np.ascontiguousarray(value)
+            tensor = torch.from_numpy(value if value.flags.writeable else value.copy())
+        else:
+            tensor = value
         td.set(tuple(key.split(".")), tensor.to(device) if device is not None else tensor)
     return td
 

@@ -147,6 +147,7 @@ def step(state: dict, actions, params, static: StaticEnvParams):
     contacts: ``rr`` (point 0 only, as upstream returns it), ``cr`` and ``cc``.
     """
     p = param_values(params) if isinstance(params, EnvParams) else params
+    state = jax.tree.map(jnp.asarray, state)
     J = static.num_joints
     pairs = pair_tables(static)
     joint, thruster = state["joint"], state["thruster"]
