@@ -63,18 +63,11 @@ def discover_cases(golden: Path) -> list[Case]:
         if not sidecar.exists():
             raise FileNotFoundError(f"{engine_file}: sidecar {sidecar.name} is missing")
         meta = json.loads(sidecar.read_text())
-        static = StaticEnvParams.from_dict(_plain_static(meta["static_env_params"]), where=f"{sidecar}: static_env_params")
+        static = StaticEnvParams.from_dict(meta["static_env_params"], where=f"{sidecar}: static_env_params")
         env_params = EnvParams.from_dict(meta["env_params"], where=f"{sidecar}: env_params")
         name = str(engine_file.relative_to(golden).with_name(stem))
         cases.append(Case(name, engine_file.parent, static, env_params))
     return cases
-
-
-def _plain_static(d: dict) -> dict:
-    screen = d.get("screen_dim")
-    if isinstance(screen, dict):
-        d = {**d, "screen_dim": [screen[str(i)] for i in range(len(screen))]}
-    return d
 
 
 # ------------------------------------------------------------------------------------------------

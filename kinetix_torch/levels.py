@@ -176,8 +176,8 @@ def level_from_json_dict(
             problem = "missing" if key not in data else f"expected an object, got {type(data[key]).__name__}"
             raise LevelFormatError(f"{where}: top-level key {key!r}: {problem}")
     try:
-        file_static = StaticEnvParams.from_dict(_plain(data["static_env_params"]))
-        env_params = EnvParams.from_dict(_plain(data["env_params"])).replace(max_timesteps=EnvParams().max_timesteps)
+        file_static = StaticEnvParams.from_dict(data["static_env_params"])
+        env_params = EnvParams.from_dict(data["env_params"]).replace(max_timesteps=EnvParams().max_timesteps)
     except ValueError as e:
         raise LevelFormatError(f"{where}: {e}") from None
 
@@ -189,11 +189,6 @@ def level_from_json_dict(
     if static is None:
         return Level(state, file_static, env_params, name or where)
     return Level(pad_state(state, file_static, static, where=where), static, env_params, name or where)
-
-
-def _plain(params: Mapping) -> dict:
-    """Params object with index-objects (``screen_dim: {"0": 500, "1": 500}``) turned into lists."""
-    return {k: [v[i] for i in sorted(v, key=int)] if _is_index_object(v) else v for k, v in params.items()}
 
 
 def _is_index_object(value) -> bool:

@@ -194,6 +194,10 @@ def _known_fields(cls, d: dict, where: str) -> dict:
                     raise TypeError
                 out[k] = v
             elif isinstance(default, tuple):
+                if isinstance(v, dict):  # the JSON level format writes vectors as {"0": x, "1": y}
+                    v = [v[str(i)] for i in range(len(v))]
+                if len(v) != len(default):
+                    raise TypeError
                 out[k] = tuple(int(x) for x in v)
             elif isinstance(default, int):
                 if isinstance(v, bool) or float(v) != int(v):
@@ -201,7 +205,7 @@ def _known_fields(cls, d: dict, where: str) -> dict:
                 out[k] = int(v)
             else:
                 out[k] = float(v)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, KeyError):
             raise ValueError(f"{where}.{k}: expected a value like {default!r}, got {v!r}") from None
     return out
 

@@ -1,4 +1,4 @@
-"""Joint stages: motors, warm starting and the per-iteration joint constraint.
+"""Joint and actuator stages: motors, thrusters, joint warm starting and the joint constraint.
 
 A joint pins anchor ``a_relative_pos`` on body a to ``b_relative_pos`` on body b. Revolute joints
 may have a motor and angle limits on ``rot_b - rot_a - rotation``; fixed joints also hold that angle
