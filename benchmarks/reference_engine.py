@@ -26,6 +26,7 @@ import argparse
 import csv
 import dataclasses
 import datetime
+import gc
 import importlib.metadata
 import os
 import statistics
@@ -455,6 +456,12 @@ def run_size(size: str, device_name: str, device: jax.Device, opts: Options, row
             diff = max_position_diff(a, results[a.name].step, b, results[b.name].step, flat, actions)
             if not diff < opts.tolerance:
                 failures.append(f"{size}/{device_name}/batch {batch}: max |dpos| {diff:.2e} >= {opts.tolerance:g}")
+        # Free this batch's executables: XLA:CPU maps ~1000 memory regions per executable and jax's
+        # caches keep them alive; dozens of them exhaust vm.max_map_count and crash LLVM.
+        for m in results.values():
+            m.step = None
+        gc.collect()
+        jax.clear_caches()
         row = Row(size, device_name, batch, results["ours"], results.get("upstream"), diff)
         rows.append(row)
         r = csv_record(row)
