@@ -28,6 +28,7 @@ import dataclasses
 import datetime
 import gc
 import importlib.metadata
+import importlib.util
 import os
 import statistics
 import sys
@@ -44,14 +45,14 @@ from kinetix_torch.params import EnvParams, StaticEnvParams, static_params_for_s
 from kinetix_torch.reference_jax.engine import param_values, step_batch
 from kinetix_torch.schema import SIM_KEYS, flatten, nest
 
-try:  # Upstream Jax2D is optional: without it only our engine is timed.
-    from jax2d.engine import PhysicsEngine
-    from jax2d.sim_state import CollisionManifold, Joint, RigidBody, SimParams, SimState, StaticSimParams, Thruster
-
+# Upstream Jax2D is optional, looked up only if importable: without it only our engine is timed.
+if importlib.util.find_spec("jax2d") is not None:
+    upstream_engine = importlib.import_module("jax2d.engine")
+    upstream_state = importlib.import_module("jax2d.sim_state")
+    PhysicsEngine = upstream_engine.PhysicsEngine
     UPSTREAM_VERSION = importlib.metadata.version("jax2d")
-except ImportError:
-    PhysicsEngine = None
-    UPSTREAM_VERSION = None
+else:
+    upstream_state = PhysicsEngine = UPSTREAM_VERSION = None
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_BATCH_SIZES = (1, 4, 16, 64, 256, 1024, 4096, 16384)
@@ -224,7 +225,7 @@ def ours(static: StaticEnvParams, device: jax.Device) -> Engine:
 
 
 def upstream_static(static: StaticEnvParams):
-    return StaticSimParams(
+    return upstream_state.StaticSimParams(
         num_polygons=static.num_polygons,
         num_circles=static.num_circles,
         num_joints=static.num_joints,
@@ -240,15 +241,16 @@ def upstream_static(static: StaticEnvParams):
 def to_sim_state(flat: dict):
     """Flat dict of (batched) arrays -> upstream ``SimState``; dotted keys' leaves are the kwargs."""
     n = nest(flat)
-    return SimState(
-        polygon=RigidBody(**n["polygon"]),
-        circle=RigidBody(**n["circle"]),
-        joint=Joint(**n["joint"]),
-        thruster=Thruster(**n["thruster"]),
+    u = upstream_state
+    return u.SimState(
+        polygon=u.RigidBody(**n["polygon"]),
+        circle=u.RigidBody(**n["circle"]),
+        joint=u.Joint(**n["joint"]),
+        thruster=u.Thruster(**n["thruster"]),
         collision_matrix=n["collision_matrix"],
-        acc_rr_manifolds=CollisionManifold(**n["acc_rr_manifolds"]),
-        acc_cr_manifolds=CollisionManifold(**n["acc_cr_manifolds"]),
-        acc_cc_manifolds=CollisionManifold(**n["acc_cc_manifolds"]),
+        acc_rr_manifolds=u.CollisionManifold(**n["acc_rr_manifolds"]),
+        acc_cr_manifolds=u.CollisionManifold(**n["acc_cr_manifolds"]),
+        acc_cc_manifolds=u.CollisionManifold(**n["acc_cc_manifolds"]),
         gravity=n["gravity"],
     )
 
@@ -257,7 +259,7 @@ def upstream(static: StaticEnvParams, device: jax.Device) -> Engine:
     """Upstream Jax2D: one ``PhysicsEngine`` and one jitted step per size (it recompiles per instance)."""
     engine = PhysicsEngine(upstream_static(static))
     batched = jax.jit(jax.vmap(engine.step, in_axes=(0, None, 0)))
-    params = SimParams()
+    params = upstream_state.SimParams()
 
     def compile_step(state, actions):
         compiled = batched.lower(state, params, actions).compile()

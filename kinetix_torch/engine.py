@@ -11,7 +11,7 @@ Backends:
 * ``"triton"`` / ``"triton-interpret"``: the fused Triton kernels (CUDA, or Triton's CPU
   interpreter for tests).
 
-``backend=None`` picks ``"triton"`` for CUDA tensors when it is available and ``"jax"`` otherwise.
+``backend=None`` picks ``"jax"`` (it will pick ``"triton"`` for CUDA tensors once that exists).
 An explicit backend that cannot run raises :class:`BackendUnavailable` saying why.
 """
 
@@ -51,7 +51,8 @@ def _triton_unavailable(*_args, **_kwargs):
 _BACKEND_FNS: dict[str, Callable] = {"jax": _jax_step, "triton": _triton_unavailable, "triton-interpret": _triton_unavailable}
 
 
-def resolve_backend(backend: str | None, device) -> str:
+def resolve_backend(backend: str | None) -> str:
+    """The backend to run: ``"jax"`` by default until the Triton backend exists."""
     if backend is None:
         return "jax"
     if backend not in BACKENDS:
@@ -73,4 +74,4 @@ def check_actions(actions, state, static: StaticEnvParams) -> None:
 def step(state, actions, params: EnvParams, static: StaticEnvParams, backend: str | None = None):
     """Advance ``state`` by one engine step. Returns ``(state, manifolds)`` TensorDicts."""
     check_actions(actions, state, static)
-    return _BACKEND_FNS[resolve_backend(backend, state.device)](state, actions, params, static)
+    return _BACKEND_FNS[resolve_backend(backend)](state, actions, params, static)
