@@ -25,18 +25,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from . import schema
 from .engine import BACKENDS
 from .params import EnvParams, StaticEnvParams
-from .topology import MANIFOLD_KINDS, pair_tables
+from .rewards import substep_rewards
+from .topology import MANIFOLD_KINDS
 
-GREEN, BLUE, RED = 1, 2, 3
 
 
 # ------------------------------------------------------------------------------------------------
@@ -75,23 +77,31 @@ def discover_cases(golden: Path) -> list[Case]:
 
 
 class NumpyEngine:
-    """Adapter: flat numpy states in, flat numpy states and manifolds out, through ``engine.step``."""
+    """Adapter: flat numpy states in, flat numpy states out, through :mod:`kinetix_torch.engine`."""
 
     def __init__(self, backend: str):
         self.backend = backend
 
-    def __call__(self, flat_state: dict, actions: np.ndarray, static: StaticEnvParams, params: EnvParams):
-        import torch
-
-        from . import engine
-
+    def _call(self, step, flat_state: dict, actions: np.ndarray, static: StaticEnvParams, params: EnvParams):
         batch = (actions.shape[0],)
         full = schema.allocate(static, batch)
         full.update(flat_state)
         device = "cuda" if self.backend == "triton" else "cpu"
         td = schema.to_tensordict(full, batch, device=device)
-        out, manifolds = engine.step(td, torch.from_numpy(actions).to(device), params, static, backend=self.backend)
-        return schema.tensordict_to_numpy(out), schema.tensordict_to_numpy(manifolds)
+        out, extra = step(td, torch.from_numpy(actions).to(device), params, static, backend=self.backend)
+        return schema.tensordict_to_numpy(out), schema.tensordict_to_numpy(extra)
+
+    def physics(self, flat_state, actions, static, params):
+        """One physics substep: ``(state, manifolds)``."""
+        from . import engine
+
+        return self._call(engine.physics_step, flat_state, actions, static, params)
+
+    def env(self, flat_state, actions, static, params):
+        """One env step (``frame_skip`` substeps): ``(state, contact info)``."""
+        from . import engine
+
+        return self._call(engine.step, flat_state, actions, static, params)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -172,6 +182,21 @@ def compare_states(got: dict, ref: dict, keys, errors: Errors, atol: float, rtol
         errors.add(k, err, ref[k].astype(np.float64), atol, rtol)
 
 
+def sample_excess(got: dict, ref: dict, keys, atol: float, rtol: float) -> np.ndarray:
+    """Per sample (leading axis), the worst ``|got - ref| / (atol + rtol |ref|)`` over ``keys``;
+    <= 1 means within tolerance. Polygon-pair contact points are matched as unordered pairs."""
+    keys = list(keys)
+    rr_keys = [k for k in keys if k.startswith("acc_rr_manifolds.")]
+    rr_errors = _unordered_rr(got, ref, rr_keys) if rr_keys else {}
+    worst = np.zeros(len(ref[keys[0]]))
+    for k in keys:
+        err = rr_errors[k] if k in rr_errors else _abs_error(got[k], ref[k])
+        if err.size:
+            excess = err / (atol + rtol * np.abs(ref[k].astype(np.float64)))
+            worst = np.maximum(worst, excess.reshape(len(worst), -1).max(axis=1))
+    return worst
+
+
 # ------------------------------------------------------------------------------------------------
 # Engine steps
 
@@ -180,7 +205,7 @@ def check_engine_case(engine, case: Case, atol: float, rtol: float) -> Errors:
     data = np.load(case.file("engine.npz"))
     inputs = {k[len("input.") :]: data[k] for k in data.files if k.startswith("input.")}
     outputs = {k[len("output.") :]: data[k] for k in data.files if k.startswith("output.")}
-    got, manifolds = engine(inputs, data["action"], case.static, case.env_params)
+    got, manifolds = engine.physics(inputs, data["action"], case.static, case.env_params)
     errors = Errors()
     compare_states(got, outputs, sorted(outputs), errors, atol, rtol)
     # Returned manifolds: rr is point 0 of the final state's pair, or point 1 when upstream swapped.
@@ -215,28 +240,6 @@ class TrajectoryResult:
         return self.event == self.upstream_event
 
 
-def contact_reward(state: dict, manifolds: dict, static: StaticEnvParams) -> np.ndarray:
-    """Upstream's per-substep contact reward ``(batch,)``: -1 if green touches red, else +1 if green
-    touches blue, else 0. Uses ``manifold.active`` (not the collision matrix) and live shapes' roles."""
-    roles = np.concatenate(
-        [
-            state["polygon_shape_roles"] * state["polygon.active"],
-            state["circle_shape_roles"] * state["circle.active"],
-        ],
-        axis=-1,
-    )
-    touching_red = np.zeros(roles.shape[0], bool)
-    touching_blue = np.zeros(roles.shape[0], bool)
-    for kind, pairs in pair_tables(static).items():
-        if not len(pairs):
-            continue
-        product = roles[:, pairs[:, 0]] * roles[:, pairs[:, 1]]
-        active = manifolds[f"{kind}.active"]
-        touching_red |= np.any(active & (product == GREEN * RED), axis=-1)
-        touching_blue |= np.any(active & (product == GREEN * BLUE), axis=-1)
-    return np.where(touching_red, -1, np.where(touching_blue, 1, 0))
-
-
 def check_trajectories(engine, cases: list[Case], action_type: str, divergence: float) -> list[TrajectoryResult]:
     """Run all cases (one static configuration) together, open loop on the recorded actions."""
     static, params = cases[0].static, cases[0].env_params
@@ -255,13 +258,12 @@ def check_trajectories(engine, cases: list[Case], action_type: str, divergence: 
     diverged: list[int | None] = [None] * len(cases)
     events: list[tuple[int, int] | None] = [None] * len(cases)
     for t in range(horizon):
-        for _ in range(static.frame_skip):
-            current, manifolds = engine(current, actions[:, t], static, params)
-            current = {k: current[k] for k in sim_keys}
-            reward = contact_reward({**current, **roles}, manifolds, static)
-            for i in range(len(cases)):
-                if events[i] is None and reward[i] != 0 and t < steps[i]:
-                    events[i] = (t, int(reward[i]))
+        current, info = engine.env({**current, **roles}, actions[:, t], static, params)
+        current = {k: current[k] for k in sim_keys}
+        info = {k: torch.from_numpy(v) for k, v in info.items()}
+        for i, rewards in enumerate(substep_rewards(info).numpy()):
+            if events[i] is None and rewards.any() and t < steps[i]:
+                events[i] = (t, int(rewards[np.flatnonzero(rewards)[0]]))
         for i, s in enumerate(states):
             if t < steps[i] and diverged[i] is None:
                 worst = max(float(np.max(_abs_error(current[k][i], s[k][t + 1]), initial=0)) for k in sim_keys)
@@ -359,6 +361,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if not args.golden.is_dir():
         parser.error(f"--golden {args.golden}: no such folder")
+    if args.engine == "triton-interpret":
+        os.environ["TRITON_INTERPRET"] = "1"  # must precede triton's import
     report = run(args.golden, args.engine, args.atol, args.rtol, args.divergence, not args.no_trajectories, args.cases)
     print(report.table())
     failed = [c.case.name for c in report.cases if not c.engine.ok]

@@ -19,11 +19,11 @@ import numpy as np
 import torch
 
 from . import engine, levels, schema
-from .conformance import contact_reward
+from .actions import process_actions
+from .observations.pixels import render_rgb_uint8
 from .params import EnvParams, static_params_for_size
-from .preview import render_frame
-
-GREEN, BLUE, RED = 1, 2, 3
+from .rewards import substep_rewards
+from .schema import BLUE, GREEN, RED
 
 
 @dataclass
@@ -67,12 +67,9 @@ def controller(step: int, cfg: DemoConfig) -> np.ndarray:
     return action
 
 
-def processed_actions(raw: np.ndarray, state: dict, static) -> np.ndarray:
-    """Upstream's unified action: each joint reads its motor slot, each thruster its thruster slot."""
-    motors = np.clip(raw[: static.num_motor_bindings][state["motor_bindings"]], -1, 1)
-    motors = np.where(state["motor_auto"], 1.0, motors)
-    thrusters = np.clip(raw[static.num_motor_bindings :][state["thruster_bindings"]], 0, 1)
-    return np.concatenate([motors, thrusters]).astype(np.float32)
+def _frame(td, static, params) -> np.ndarray:
+    """GIF frame of the first environment: upstream's pixel observation, upright, at 2x."""
+    return render_rgb_uint8(td[:1], static, params, scale=2)[0].cpu().numpy()
 
 
 def run_demo(cfg: DemoConfig) -> dict:
@@ -82,19 +79,17 @@ def run_demo(cfg: DemoConfig) -> dict:
     levels.save_level(cfg.out / "car_hop.json", flat, static, params)
 
     td = schema.to_tensordict({k: v[None] for k, v in flat.items()}, (1,))
-    frames, events, engine_steps = [render_frame(flat)], [], 0
+    frames, events, engine_steps = [_frame(td, static, params)], [], 0
     start = time.perf_counter()
     for t in range(cfg.env_steps):
-        host = schema.tensordict_to_numpy(td)
-        action = processed_actions(controller(t, cfg), {k: v[0] for k, v in host.items()}, static)
-        for _ in range(static.frame_skip):
-            td, manifolds = engine.step(td, torch.from_numpy(action[None]), params, static, backend="jax")
-            engine_steps += 1
-            reward = int(contact_reward(schema.tensordict_to_numpy(td), schema.tensordict_to_numpy(manifolds), static)[0])
-            if reward:
-                events.append({"env_step": t, "reward": reward})
+        action = process_actions(torch.from_numpy(controller(t, cfg))[None], td, static, "continuous")
+        td, info = engine.step(td, action, params, static, backend="jax")
+        engine_steps += static.frame_skip
+        rewards = substep_rewards(info)[0]
+        if rewards.any():
+            events.append({"env_step": t, "reward": int(rewards[rewards != 0][0])})
         if t % cfg.gif_every == 0:
-            frames.append(render_frame({k: v[0] for k, v in schema.tensordict_to_numpy(td).items()}))
+            frames.append(_frame(td, static, params))
         if events:
             break
     elapsed = time.perf_counter() - start

@@ -1,8 +1,11 @@
 """One physics-step interface over every engine backend.
 
 ``step(state, actions, params, static)`` advances a batched TensorDict state (batch = leading
-dimension, fields named as in :mod:`kinetix_torch.schema`) by one engine step and returns the new
-state and this step's contact manifolds (``rr`` point 0, ``cr``, ``cc``) as a TensorDict.
+dimension, fields named as in :mod:`kinetix_torch.schema`) by one *environment* step, i.e.
+``static.frame_skip`` physics substeps, and returns the new state and per-substep contact info
+(green touches blue / red, green-blue distance) from which the env computes reward exactly as
+upstream. ``physics_step`` advances one substep and returns its contact manifolds instead (for
+conformance tests against upstream's single engine steps).
 
 Backends:
 
@@ -11,7 +14,7 @@ Backends:
 * ``"triton"`` / ``"triton-interpret"``: the fused Triton kernels (CUDA, or Triton's CPU
   interpreter for tests).
 
-``backend=None`` picks ``"jax"`` (it will pick ``"triton"`` for CUDA tensors once that exists).
+``backend=None`` picks ``"triton"`` for CUDA tensors and ``"jax"`` otherwise.
 An explicit backend that cannot run raises :class:`BackendUnavailable` saying why.
 """
 
@@ -29,32 +32,77 @@ class BackendUnavailable(RuntimeError):
     """The requested engine backend cannot run here."""
 
 
-def _jax_step(state, actions, params: EnvParams, static: StaticEnvParams):
+def _jax_inputs(state, actions, keys):
     import jax.dlpack
 
     from .reference_jax import engine as reference
 
-    sim_state = schema.to_jax(state.select(*[tuple(k.split(".")) for k in schema.SIM_KEYS]))
-    new_sim, manifolds = reference.step_batch(
-        sim_state, jax.dlpack.from_dlpack(actions.contiguous()), reference.param_values(params), static
-    )
+    inputs = schema.to_jax(state.select(*[tuple(k.split(".")) for k in keys]))
+    return reference, inputs, jax.dlpack.from_dlpack(actions.contiguous())
+
+
+def _jax_physics_step(state, actions, params: EnvParams, static: StaticEnvParams):
+    reference, inputs, actions = _jax_inputs(state, actions, schema.SIM_KEYS)
+    new_sim, manifolds = reference.step_batch(inputs, actions, reference.param_values(params), static)
     batch = tuple(state.batch_size)
     out = state.copy()
     out.update(schema.jax_to_torch(new_sim, batch, device=state.device))
     return out, schema.jax_to_torch(manifolds, batch, device=state.device)
 
 
-def _triton_unavailable(*_args, **_kwargs):
-    raise BackendUnavailable("the Triton backend is not built yet: use backend='jax'")
+def _jax_env_step(state, actions, params: EnvParams, static: StaticEnvParams):
+    from .reference_jax.engine import CONTACT_INFO_KEYS
+
+    reference, inputs, actions = _jax_inputs(state, actions, schema.SIM_KEYS + CONTACT_INFO_KEYS)
+    new_state, info = reference.env_step_batch(inputs, actions, reference.param_values(params), static)
+    batch = tuple(state.batch_size)
+    out = state.copy()
+    out.update(schema.jax_to_torch(new_state, batch, device=state.device))
+    return out, schema.jax_to_torch(info, batch, device=state.device)
 
 
-_BACKEND_FNS: dict[str, Callable] = {"jax": _jax_step, "triton": _triton_unavailable, "triton-interpret": _triton_unavailable}
+def _triton(kind: str, interpret: bool) -> Callable:
+    """The fused Triton step (``kind``: ``env_step`` or ``physics_step``), compiled or interpreted."""
+
+    def run(state, actions, params: EnvParams, static: StaticEnvParams):
+        if interpret and actions.device.type != "cpu":
+            raise BackendUnavailable(f"backend 'triton-interpret' runs on CPU tensors, got {actions.device}")
+        if not interpret and actions.device.type != "cuda":
+            raise BackendUnavailable(
+                f"backend 'triton' needs CUDA tensors, got {actions.device}: use 'jax' (CPU) or 'triton-interpret' (tests)"
+            )
+        if not static.do_warm_starting:
+            raise BackendUnavailable("the Triton kernels implement do_warm_starting=True only (upstream's setting)")
+        from .kernels import step as kernels
+
+        if kernels.interpreted() != interpret:
+            raise BackendUnavailable(
+                "Triton's CPU interpreter is on for this process (TRITON_INTERPRET=1): use 'triton-interpret'"
+                if not interpret
+                else "backend 'triton-interpret' needs TRITON_INTERPRET=1 in the environment before triton is imported"
+            )
+
+        return getattr(kernels, kind)(state, actions, params, static, interpret=interpret)
+
+    return run
 
 
-def resolve_backend(backend: str | None) -> str:
-    """The backend to run: ``"jax"`` by default until the Triton backend exists."""
+_ENV_STEP: dict[str, Callable] = {
+    "jax": _jax_env_step,
+    "triton": _triton("env_step", interpret=False),
+    "triton-interpret": _triton("env_step", interpret=True),
+}
+_PHYSICS_STEP: dict[str, Callable] = {
+    "jax": _jax_physics_step,
+    "triton": _triton("physics_step", interpret=False),
+    "triton-interpret": _triton("physics_step", interpret=True),
+}
+
+
+def resolve_backend(backend: str | None, device=None) -> str:
+    """The backend to run: ``"triton"`` for CUDA tensors, ``"jax"`` otherwise, unless named."""
     if backend is None:
-        return "jax"
+        return "triton" if getattr(device, "type", None) == "cuda" else "jax"
     if backend not in BACKENDS:
         raise ValueError(f"unknown engine backend {backend!r}; expected one of {BACKENDS}")
     return backend
@@ -72,6 +120,18 @@ def check_actions(actions, state, static: StaticEnvParams) -> None:
 
 
 def step(state, actions, params: EnvParams, static: StaticEnvParams, backend: str | None = None):
-    """Advance ``state`` by one engine step. Returns ``(state, manifolds)`` TensorDicts."""
+    """Advance ``state`` by one environment step: ``static.frame_skip`` physics substeps with the
+    same processed ``actions``. Returns ``(state, info)``; ``info`` is a TensorDict of
+    ``(batch, frame_skip)`` entries, one column per substep: ``touches_blue`` and ``touches_red``
+    (an active contact joins a green shape and a blue / red one) and ``distance`` (summed
+    green-blue centre distance). The env turns these into reward and termination; the env-only
+    fields (``timestep``, ``last_distance``...) pass through untouched."""
     check_actions(actions, state, static)
-    return _BACKEND_FNS[resolve_backend(backend)](state, actions, params, static)
+    return _ENV_STEP[resolve_backend(backend, actions.device)](state, actions, params, static)
+
+
+def physics_step(state, actions, params: EnvParams, static: StaticEnvParams, backend: str | None = None):
+    """One physics substep (``dt``). Returns ``(state, manifolds)``: this substep's contacts ``rr``
+    (point 0 only, as upstream returns them), ``cr`` and ``cc`` as a TensorDict."""
+    check_actions(actions, state, static)
+    return _PHYSICS_STEP[resolve_backend(backend, actions.device)](state, actions, params, static)

@@ -63,6 +63,9 @@ class Field:
 
 F32, I32, BOOL = np.dtype(np.float32), np.dtype(np.int32), np.dtype(np.bool_)
 
+GREEN, BLUE, RED = 1, 2, 3
+"""Shape roles (``*_shape_roles``; 0 = none): a green shape must touch a blue one, never a red one."""
+
 
 def _body_fields(kind: str, n: str) -> list[Field]:
     return [

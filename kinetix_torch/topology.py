@@ -24,13 +24,16 @@ def collision_matrix(a_index, b_index, active, num_shapes: int, xp):
     reachability matrix (``ceil(log2(N))`` boolean matrix products).
     """
     shape_ids = xp.arange(num_shapes)
+    if hasattr(shape_ids, "to"):  # torch: on the joints' device
+        shape_ids = shape_ids.to(a_index.device)
+    identity = xp.asarray(shape_ids[:, None] == shape_ids[None, :], dtype=xp.float32)
     one_hot_a = (a_index[..., :, None] == shape_ids) & active[..., :, None]  # (..., J, N)
     one_hot_b = (b_index[..., :, None] == shape_ids) & active[..., :, None]
     one_hot_a = xp.asarray(one_hot_a, dtype=xp.float32)
     one_hot_b = xp.asarray(one_hot_b, dtype=xp.float32)
     # Edges a->b and b->a, plus self loops.
     edges = _transpose(one_hot_a, xp) @ one_hot_b
-    reach = (edges + _transpose(edges, xp) + xp.eye(num_shapes, dtype=xp.float32)) > 0
+    reach = (edges + _transpose(edges, xp) + identity) > 0
     steps = max(1, (num_shapes - 1).bit_length())
     for _ in range(steps):
         reach_f = xp.asarray(reach, dtype=xp.float32)

@@ -11,6 +11,9 @@ Stages of :func:`step`, in order:
 6. explicit Euler on positions and rotations, then clipping;
 7. cached world positions of thrusters.
 
+:func:`env_step` chains ``frame_skip`` of these substeps, as one environment step does, and
+reports after each substep what the reward needs (:func:`contact_info`).
+
 The state is the nested dict of :mod:`kinetix_torch.schema` (``state["polygon"]["position"]``...);
 fields that are not physics pass through untouched. Dynamic parameters come as a dict of float32
 scalars (:func:`param_values`), so new values never recompile; :class:`StaticEnvParams` is a
@@ -24,6 +27,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from kinetix_torch.schema import BLUE, GREEN, RED
 from kinetix_torch.params import PHYSICS_PARAM_NAMES, EnvParams, StaticEnvParams
 from kinetix_torch.topology import MANIFOLD_KINDS, pair_tables
 
@@ -181,6 +185,50 @@ def step(state: dict, actions, params, static: StaticEnvParams):
     if "rr" in returned:
         returned["rr"] = {k: v[:, 0] for k, v in returned["rr"].items()}
     return state, returned
+
+
+CONTACT_INFO_KEYS = ("polygon_shape_roles", "circle_shape_roles")
+"""Env fields, besides the sim state, that :func:`contact_info` reads."""
+
+
+def contact_info(state: dict, manifolds: dict, static: StaticEnvParams) -> dict:
+    """After one substep: does an active contact join green and blue (``touches_blue``), green and
+    red (``touches_red``); and ``distance``, the summed centre distance of all green-blue pairs.
+
+    Contacts count whatever the collision matrix says (it gates impulses only); an inactive shape
+    has no role. Polygon-polygon contacts count through their first point, as upstream's reward.
+    """
+    roles = jnp.concatenate(
+        [state["polygon_shape_roles"] * state["polygon"]["active"], state["circle_shape_roles"] * state["circle"]["active"]]
+    )
+    position = jnp.concatenate([state["polygon"]["position"], state["circle"]["position"]])
+    touches_blue = touches_red = jnp.asarray(False)
+    distance = jnp.asarray(0.0, jnp.float32)
+    for kind, m in manifolds.items():
+        a, b = pair_tables(static)[kind].T
+        product = roles[a] * roles[b]
+        touches_blue |= jnp.any(m["active"] & (product == GREEN * BLUE))
+        touches_red |= jnp.any(m["active"] & (product == GREEN * RED))
+        gap = jnp.linalg.norm(position[a] - position[b], axis=-1)
+        distance += jnp.sum((product == GREEN * BLUE) * gap)  # a product, as upstream: NaN stays NaN
+    return {"touches_blue": touches_blue, "touches_red": touches_red, "distance": distance}
+
+
+def env_step(state: dict, actions, params, static: StaticEnvParams):
+    """``static.frame_skip`` substeps with the same actions. Returns ``(state, info)``, where each
+    entry of ``info`` (:func:`contact_info`) has a leading axis of one row per substep."""
+
+    def substep(state, _):
+        state, manifolds = step(state, actions, params, static)
+        return state, contact_info(state, manifolds, static)
+
+    return jax.lax.scan(substep, state, None, length=static.frame_skip)
+
+
+@functools.partial(jax.jit, static_argnames=("static",))
+def env_step_batch(state: dict, actions, params: dict, static: StaticEnvParams):
+    """:func:`env_step` over a leading batch axis; ``info`` entries come out ``(batch, frame_skip)``."""
+    return jax.vmap(env_step, (0, 0, None, None))(state, actions, params, static)
 
 
 @functools.partial(jax.jit, static_argnames=("static",))

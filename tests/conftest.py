@@ -3,14 +3,20 @@
 The data directory is ``$KINETIX_SHARED`` when set, else ``../shared`` beside the repository.
 Tests that need it fail (not skip) with a clear message when it is absent, so CI cannot pass
 silently without it.
+
+The Triton kernels run in Triton's CPU interpreter in the tests: ``TRITON_INTERPRET=1`` must be set
+before anything imports triton, hence here.
 """
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
-import pytest
+os.environ.setdefault("TRITON_INTERPRET", "1")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -43,3 +43,10 @@ def test_cli_rejects_a_missing_folder(tmp_path, capsys):
     with pytest.raises(SystemExit):
         conformance.main(["--golden", str(tmp_path / "nowhere")])
     assert "no such folder" in capsys.readouterr().err
+
+
+def test_cli_checks_the_triton_kernels(golden_dir, tmp_path, capsys):
+    folder = _copy_case(golden_dir, tmp_path / "golden" / "s")
+    args = ["--golden", str(folder.parent), "--engine", "triton-interpret", "--no-trajectories"]
+    assert conformance.main(args) == 0
+    assert "s/h2_one_wheel_car" in capsys.readouterr().out

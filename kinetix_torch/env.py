@@ -1,0 +1,333 @@
+"""The Kinetix environment for TorchRL: a batched ``EnvBase`` over the engine's state TensorDict.
+
+``KinetixEnv`` holds ``num_envs`` environments as one state TensorDict on ``device`` (fields as in
+:mod:`kinetix_torch.schema`) and steps them together through :func:`kinetix_torch.engine.step`.
+It behaves as upstream kinetix-env's ``KinetixEnv`` (``frame_skip`` substeps per step, upstream's
+action encodings and observations, reward and termination), with TorchRL conventions:
+
+* ``reward`` ``(N, 1)``: +1 when green touches blue, -1 when green touches red, plus the dense
+  term ``-(distance - last_distance) * dense_reward_scale``;
+* ``terminated`` (goal or red contact, or a NaN anywhere in the state), ``truncated`` (the step
+  reaches ``max_timesteps`` without terminating) and ``done`` = either, each ``(N, 1)`` bool;
+* ``goal_reached`` ``(N,)`` bool (upstream's ``info["GoalR"]``) and ``distance`` ``(N,)``
+  (``info["distance"]``; after a reset, the level's green-blue distance);
+* ``observation``: a tensor or TensorDict, see :mod:`kinetix_torch.observations`.
+
+Episodes start from one level, a uniform draw from a bank of levels (stacked once on the device),
+or a level sampler ``sampler(num_levels) -> TensorDict`` (batch ``[num_levels]``, every schema
+field at the env's sizes). Resets follow TorchRL's ``"_reset"`` mask: only the masked environments
+get a new level. Fixed levels and banks reset without host synchronisation. Sampled levels are made
+``sampler_chunk`` at a time (default ``num_envs``) and each is handed to one reset only, so the
+sampler's fixed cost per call is shared by many resets; counting the levels a reset needs reads
+the mask on the host (TorchRL's collectors already read ``done`` there before calling reset).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+
+import torch
+from tensordict import TensorDict, TensorDictBase
+from torchrl.data import Bounded, Categorical, Composite, MultiCategorical, Unbounded
+from torchrl.envs import EnvBase
+
+from . import engine, schema
+from .actions import (
+    ACTION_TYPES,
+    check_raw_actions,
+    num_discrete_actions,
+    process_actions,
+    raw_action_shape,
+    slot_choices,
+)
+from .levels import Level, level_bank_to_tensordict, load_level
+from .observations import check_observation_type, observation_spec, observe
+from .params import EnvParams, StaticEnvParams, static_params_for_size
+from .rewards import combine_substeps, dense_shaping, green_blue_distance
+
+__all__ = ["KinetixEnv", "make_env", "LevelSampler"]
+
+LevelSampler = Callable[[int], TensorDictBase]
+"""``sampler(num_levels)`` -> TensorDict of batch ``[num_levels]`` with every state field."""
+
+
+class KinetixEnv(EnvBase):
+    """Batched Kinetix environments (batch size ``[num_envs]``) on ``device``.
+
+    Args:
+        levels: where episodes start: a :class:`~kinetix_torch.levels.Level`, a level JSON path, a
+            state TensorDict (batch ``[]`` for one level or ``[K]`` for a bank), or a sequence of
+            Levels / paths (stacked into a bank, padded to the largest or to ``static_env_params``).
+            Exclusive with ``sampler``.
+        sampler: ``sampler(num_levels) -> TensorDict`` making fresh levels for resets.
+        sampler_chunk: levels made per sampler call (default ``num_envs``; 1 samples on demand).
+        num_envs: batch size.
+        observation_type: one of :data:`~kinetix_torch.observations.OBSERVATION_TYPES`.
+        action_type: one of :data:`~kinetix_torch.actions.ACTION_TYPES`.
+        static_env_params: sizes; default: those of the levels (required with a sampler or a
+            TensorDict of levels).
+        env_params: default: the first Level's params, else :class:`EnvParams()`.
+        frame_skip, max_timesteps: override ``static_env_params.frame_skip`` /
+            ``env_params.max_timesteps``.
+        backend: engine backend (see :mod:`kinetix_torch.engine`); ``None`` picks the default.
+        check_action_range: raise on out-of-range integer actions. It reads the actions on the
+            host, so the default (``None``) checks on CPU only.
+        seed: seed of the level draws from a bank.
+    """
+
+    def __init__(
+        self,
+        levels=None,
+        *,
+        sampler: LevelSampler | None = None,
+        sampler_chunk: int | None = None,
+        num_envs: int = 1,
+        observation_type: str = "symbolic_flat",
+        action_type: str = "multi_discrete",
+        static_env_params: StaticEnvParams | None = None,
+        env_params: EnvParams | None = None,
+        frame_skip: int | None = None,
+        max_timesteps: int | None = None,
+        device="cpu",
+        backend: str | None = None,
+        check_action_range: bool | None = None,
+        seed: int | None = None,
+    ):
+        device = torch.device(device)
+        if (levels is None) == (sampler is None):
+            raise ValueError("KinetixEnv: give exactly one of levels= and sampler=")
+        if action_type not in ACTION_TYPES:
+            raise ValueError(f"unknown action_type {action_type!r}; expected one of {ACTION_TYPES}")
+        check_observation_type(observation_type)
+        for name, value in (("num_envs", num_envs), ("sampler_chunk", sampler_chunk or 1)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"KinetixEnv: {name} must be a positive int, got {value!r}")
+        super().__init__(device=device, batch_size=torch.Size([num_envs]))
+        self.num_envs = num_envs
+        self.observation_type, self.action_type = observation_type, action_type
+        self.backend = backend
+        self.check_action_range = device.type == "cpu" if check_action_range is None else check_action_range
+        self.sampler = sampler
+        self.sampler_chunk = num_envs if sampler_chunk is None else sampler_chunk
+        self._pool, self._pool_next = None, 0
+        if sampler is None:
+            self.level_bank, static, first_params = _level_bank(levels, static_env_params, device)
+        else:
+            if static_env_params is None:
+                raise ValueError("KinetixEnv: a level sampler needs static_env_params")
+            self.level_bank, static, first_params = None, static_env_params, None
+        env_params = env_params or first_params or EnvParams()
+        if frame_skip is not None:
+            static = static.replace(frame_skip=frame_skip)
+        if max_timesteps is not None:
+            env_params = env_params.replace(max_timesteps=max_timesteps)
+        self.static_env_params, self.env_params = static, env_params
+        self._generator = torch.Generator(device=device)
+        self._set_seed(seed)
+        self._state: TensorDictBase | None = None
+        self._make_specs()
+
+    # --------------------------------------------------------------------------------------------
+    # Specs
+
+    def _make_specs(self) -> None:
+        batch, device, static = tuple(self.batch_size), self.device, self.static_env_params
+        shape = batch + raw_action_shape(static, self.action_type)
+        if self.action_type == "continuous":
+            self.action_spec = Bounded(-1.0, 1.0, shape=shape, dtype=torch.float32, device=device)
+        elif self.action_type == "discrete":
+            self.action_spec = Categorical(num_discrete_actions(static), shape=shape, device=device)
+        else:
+            self.action_spec = MultiCategorical(slot_choices(static), shape=shape, device=device)
+        self.observation_spec = Composite(
+            observation=observation_spec(self.observation_type, static, self.env_params, batch, device),
+            goal_reached=Categorical(2, shape=batch, dtype=torch.bool, device=device),
+            distance=Unbounded(shape=batch, dtype=torch.float32, device=device),
+            shape=batch,
+            device=device,
+        )
+        self.reward_spec = Unbounded(shape=batch + (1,), dtype=torch.float32, device=device)
+        flag = Categorical(2, shape=batch + (1,), dtype=torch.bool, device=device)
+        self.done_spec = Composite(
+            done=flag, terminated=flag.clone(), truncated=flag.clone(), shape=batch, device=device
+        )
+
+    # --------------------------------------------------------------------------------------------
+    # State and resets
+
+    @property
+    def state(self) -> TensorDictBase:
+        """The current batched state TensorDict (schema fields; read-only use)."""
+        if self._state is None:
+            raise RuntimeError("KinetixEnv: call reset() before reading the state")
+        return self._state
+
+    def _set_seed(self, seed: int | None) -> None:
+        """Seed the level draws; ``None`` draws a seed from torch's global generator."""
+        self._generator.manual_seed(int(torch.randint(2**62, ())) if seed is None else seed)
+
+    def _fresh_levels(self) -> TensorDictBase:
+        """One new starting state per environment, from the fixed level or bank (no host sync)."""
+        bank = self.level_bank
+        if bank.shape[0] == 1:
+            return bank.expand(self.num_envs)
+        pick = torch.randint(bank.shape[0], (self.num_envs,), generator=self._generator, device=self.device)
+        return bank[pick]
+
+    def _sampled_levels(self, count: int) -> TensorDictBase:
+        """``count`` unused levels from the pool, refilled by one sampler call when it runs short."""
+        if self._pool is None or self._pool_next + count > self._pool.shape[0]:
+            made = max(count, self.sampler_chunk)
+            levels = self.sampler(made)
+            flat = schema.tensordict_to_flat_tensors(levels)
+            schema.validate(flat, self.static_env_params, (made,), where=f"level sampler output (batch [{made}])")
+            self._pool, self._pool_next = levels.to(self.device), 0
+        start, self._pool_next = self._pool_next, self._pool_next + count
+        return self._pool[start : self._pool_next]
+
+    def _reset(self, tensordict: TensorDictBase | None = None, **kwargs) -> TensorDictBase:
+        mask = None
+        if tensordict is not None and "_reset" in tensordict.keys():
+            mask = tensordict.get("_reset").reshape(self.num_envs)
+        if self._state is None or mask is None:
+            fresh = self._fresh_levels() if self.sampler is None else self._sampled_levels(self.num_envs)
+            self._state = fresh.clone()
+        elif self.sampler is None:
+            self._state = _select(mask, self._fresh_levels(), self._state)
+        else:
+            rows = mask.nonzero().squeeze(-1)
+            if len(rows):
+                state = self._state.clone()
+                state[rows] = self._sampled_levels(len(rows))
+                self._state = state
+        state = self._state
+        no = torch.zeros(self.batch_size + (1,), dtype=torch.bool, device=self.device)
+        return TensorDict(
+            {
+                "observation": self._observe(state),
+                "goal_reached": no[:, 0],
+                "distance": green_blue_distance(state, self.static_env_params),
+                "done": no,
+                "terminated": no.clone(),
+                "truncated": no.clone(),
+            },
+            batch_size=self.batch_size,
+            device=self.device,
+        )
+
+    def _observe(self, state):
+        return observe(state, self.static_env_params, self.env_params, self.observation_type)
+
+    # --------------------------------------------------------------------------------------------
+    # Step
+
+    def _step(self, tensordict: TensorDictBase) -> TensorDictBase:
+        static, params = self.static_env_params, self.env_params
+        action = tensordict.get(self.action_key)
+        check_raw_actions(action, self.num_envs, static, self.action_type, self.check_action_range)
+        state = self.state
+        processed = process_actions(action.to(self.device), state, static, self.action_type)
+        state, info = engine.step(state, processed, params, static, backend=self.backend)
+        reward, distance, ended = combine_substeps(info)
+        goal_reached = reward > 0
+        timestep = state["timestep"] + 1
+        state["timestep"] = timestep
+        terminated = ended | _has_nan(state)
+        truncated = (timestep >= params.max_timesteps) & ~terminated
+        done = terminated | truncated
+        reward = reward + dense_shaping(distance, state["last_distance"], params.dense_reward_scale)
+        state["last_distance"] = torch.where(done, torch.full_like(distance, -1.0), distance)
+        self._state = state
+        return TensorDict(
+            {
+                "observation": self._observe(state),
+                "reward": reward.unsqueeze(-1),
+                "goal_reached": goal_reached,
+                "distance": distance,
+                "done": done.unsqueeze(-1),
+                "terminated": terminated.unsqueeze(-1),
+                "truncated": truncated.unsqueeze(-1),
+            },
+            batch_size=self.batch_size,
+            device=self.device,
+        )
+
+
+def _select(mask: torch.Tensor, fresh: TensorDictBase, old: TensorDictBase) -> TensorDictBase:
+    """Per environment: ``fresh`` where ``mask``, else ``old`` (no host sync)."""
+
+    def pick(current, new):
+        return torch.where(mask.reshape(mask.shape + (1,) * (current.ndim - 1)), new, current)
+
+    return old.apply(pick, fresh)
+
+
+def _has_nan(state: TensorDictBase) -> torch.Tensor:
+    """``(N,)``: any NaN in any float field of each environment's state."""
+    floats = [v.reshape(v.shape[0], -1) for v in state.values(True, True) if v.is_floating_point()]
+    return torch.cat(floats, dim=1).isnan().any(-1)
+
+
+def _level_bank(levels, static: StaticEnvParams | None, device):
+    """Stack the ``levels`` argument into a ``[K]`` state TensorDict on ``device``. Returns
+    ``(bank, static, env params of the first Level or None)``."""
+    if isinstance(levels, TensorDictBase):
+        if static is None:
+            raise ValueError("KinetixEnv: levels given as a TensorDict need static_env_params")
+        bank = levels.unsqueeze(0) if levels.batch_dims == 0 else levels
+        if bank.batch_dims != 1:
+            raise ValueError(
+                f"KinetixEnv: a TensorDict of levels must have batch [] or [K], got {list(levels.batch_size)}"
+            )
+        flat = schema.tensordict_to_flat_tensors(bank)
+        schema.validate(flat, static, tuple(bank.batch_size), where="levels TensorDict")
+        return bank.to(device), static, None
+    loaded = _as_levels(levels)
+    bank, static = level_bank_to_tensordict(loaded, device=device, static=static)
+    return bank, static, loaded[0].env_params
+
+
+def _as_levels(levels):
+    """A TensorDict of levels unchanged; otherwise a non-empty list of :class:`Level` (paths loaded)."""
+    if isinstance(levels, TensorDictBase):
+        return levels
+    if isinstance(levels, (Level, str, Mapping)) or hasattr(levels, "__fspath__"):
+        levels = [levels]
+    if not isinstance(levels, Sequence) or not levels:
+        raise ValueError(
+            f"KinetixEnv: levels must be a Level, a path, a TensorDict or a non-empty list, got {levels!r}"
+        )
+    return [lvl if isinstance(lvl, Level) else load_level(lvl) for lvl in levels]
+
+
+def make_env(
+    observation_type: str = "symbolic_flat",
+    action_type: str = "multi_discrete",
+    env_size: str | StaticEnvParams = "m",
+    levels=None,
+    num_envs: int = 1,
+    **kwargs,
+) -> KinetixEnv:
+    """A :class:`KinetixEnv` with upstream's option names: ``observation_type`` and ``action_type``
+    as strings, ``env_size`` ``"s"``/``"m"``/``"l"`` (upstream's presets) or custom
+    :class:`StaticEnvParams`, ``levels`` (see :class:`KinetixEnv`; padded to ``env_size``) or
+    ``sampler=``, ``dense_reward_scale`` and any other :class:`EnvParams` field; the remaining
+    keyword arguments go to :class:`KinetixEnv`."""
+    static = static_params_for_size(env_size) if isinstance(env_size, str) else env_size
+    param_names = set(EnvParams().to_dict())
+    param_changes = {k: kwargs.pop(k) for k in list(kwargs) if k in param_names}
+    env_params = kwargs.pop("env_params", None)
+    if levels is not None:
+        levels = _as_levels(levels)
+    if param_changes:
+        level_params = levels[0].env_params if isinstance(levels, list) else None
+        env_params = (env_params or level_params or EnvParams()).replace(**param_changes)
+    return KinetixEnv(
+        levels,
+        num_envs=num_envs,
+        observation_type=observation_type,
+        action_type=action_type,
+        static_env_params=static,
+        env_params=env_params,
+        **kwargs,
+    )
