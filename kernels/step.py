@@ -101,7 +101,7 @@ def fused_substeps(
     from .physics import fused_env_step_kernel
 
     padded = packed.shape[1]
-    block = min(padded, INTERPRETER_BLOCK) if interpret else GPU_BLOCK
+    block = _block(padded, interpret)
     info = torch.empty((3 * frame_skip, padded), dtype=torch.float32, device=packed.device)
     with _patch_language_once() if interpret else contextlib.nullcontext():
         fused_env_step_kernel[(padded // block,)](
@@ -127,17 +127,20 @@ def run_packed(packed, padded_actions, params: EnvParams, static: StaticEnvParam
     return fused_substeps(packed, padded_actions, physics, pairs, sizes, frame_skip, interpret)
 
 
+def _block(batch: int, interpret: bool) -> int:
+    """Environments per program: a warp on the GPU, as many as fit one program in the interpreter."""
+    return min(triton.next_power_of_2(max(batch, 1)), INTERPRETER_BLOCK) if interpret else GPU_BLOCK
+
+
 def padded_batch(batch: int, interpret: bool) -> int:
     """The batch rounded up to whole programs (every lane has a column)."""
-    block = min(triton.next_power_of_2(max(batch, 1)), INTERPRETER_BLOCK) if interpret else GPU_BLOCK
+    block = _block(batch, interpret)
     return triton.cdiv(batch, block) * block
 
 
 def launch(state, actions, params: EnvParams, static: StaticEnvParams, frame_skip: int, interpret: bool):
     """Pack ``state``, run ``frame_skip`` substeps in one launch. Returns ``(packed, info)``:
     the updated ``(rows, padded)`` matrix and the ``(3 * frame_skip, padded)`` contact info."""
-    if not static.do_warm_starting:
-        raise NotImplementedError("the Triton kernels implement do_warm_starting=True only (upstream's setting)")
     (batch,) = state.batch_size
     padded = padded_batch(batch, interpret)
     if layout_for(static).total_rows * padded >= MAX_ELEMENTS:
