@@ -1,34 +1,41 @@
-"""Command line: ``python -m kinetix_torch <command>`` (also installed as ``kinetix-torch``)."""
+"""Command line: ``kinetix-torch <command> [flags]`` (also ``python -m kinetix_torch``).
+
+This module only dispatches: each command is a module of :mod:`kinetix_torch.commands` (or the
+conformance tools) with its own flags and ``main(argv) -> int``.
+"""
 
 from __future__ import annotations
 
-import argparse
-import json
+import importlib
 import sys
-from pathlib import Path
+
+COMMANDS = {
+    "train": ("kinetix_torch.commands.train", "train a PPO agent on levels or a curriculum"),
+    "eval": ("kinetix_torch.commands.eval", "evaluate a checkpoint (or a random policy) on levels"),
+    "render": ("kinetix_torch.commands.render", "write a GIF of a policy playing a level"),
+    "demo": ("kinetix_torch.commands.demo", "the README's main job: train on a shipped level, evaluate, render"),
+    "conformance": ("kinetix_torch.conformance", "check an engine against upstream's golden data"),
+    "models-conformance": ("kinetix_torch.models.conformance", "check networks against upstream's golden outputs"),
+}
+
+
+def usage() -> str:
+    width = max(map(len, COMMANDS))
+    lines = [f"  {name:<{width}}  {text}" for name, (_, text) in COMMANDS.items()]
+    return "usage: kinetix-torch <command> [flags]   (kinetix-torch <command> --help)\n\ncommands:\n" + "\n".join(lines)
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="kinetix-torch", description="Kinetix physics-based RL tasks in PyTorch.")
-    commands = parser.add_subparsers(dest="command", required=True)
-    demo = commands.add_parser("demo", help="simulate the built-in demo level; write a GIF and metrics")
-    demo.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder")
-    demo.add_argument("--env-steps", type=int, default=120, help="env steps to simulate")
-    commands.add_parser("conformance", help="check an engine against golden data (see --help)", add_help=False)
-    args, rest = parser.parse_known_args(argv)
-
-    if args.command == "conformance":
-        from . import conformance
-
-        return conformance.main(rest)
-    if rest:
-        parser.error(f"unrecognized arguments: {' '.join(rest)}")
-    from .demo import DemoConfig, run_demo
-
-    metrics = run_demo(DemoConfig(out=args.out, env_steps=args.env_steps))
-    print(json.dumps(metrics, indent=2))
-    print(f"wrote {args.out / 'rollout.gif'} and {args.out / 'metrics.json'}")
-    return 0
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage())
+        return 0 if argv else 2
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"kinetix-torch: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[name][0])
+    return int(module.main(rest) or 0)
 
 
 if __name__ == "__main__":

@@ -18,12 +18,12 @@ import imageio.v2 as imageio
 import numpy as np
 import torch
 
-from . import engine, levels, schema
-from .actions import process_actions
-from .observations.pixels import render_rgb_uint8
-from .params import EnvParams, static_params_for_size
-from .rewards import substep_rewards
-from .schema import BLUE, GREEN, RED
+from .. import engine, levels, schema
+from ..actions import process_actions
+from ..observations.pixels import render_rgb_uint8
+from ..params import EnvParams, static_params_for_size
+from ..rewards import substep_rewards
+from ..schema import BLUE, GREEN, RED
 
 
 @dataclass
@@ -43,7 +43,7 @@ class DemoConfig:
 def car_hop_level():
     """Build the demo level (size M) with the reference engine's scene functions. Returns
     ``(flat numpy state, static params)``."""
-    from .reference_jax import scene
+    from ..reference_jax import scene
 
     static = static_params_for_size("m")
     state = scene.empty_scene(static)
@@ -108,3 +108,13 @@ def run_demo(cfg: DemoConfig) -> dict:
     }
     (cfg.out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
+
+
+def main(argv=None) -> int:
+    from .args import parse_dataclass
+
+    cfg = parse_dataclass(DemoConfig, argv, "kinetix-torch demo")
+    metrics = run_demo(cfg)
+    print(json.dumps(metrics, indent=2))
+    print(f"wrote {cfg.out / 'rollout.gif'} and {cfg.out / 'metrics.json'}")
+    return 0
