@@ -18,15 +18,22 @@ Per case the table shows:
   none), and whether the rewarded contact event (first green-blue +1 / green-red -1 contact, and
   its env step) matches upstream's.
 
-Exit status 1 when an engine case fails or the event match rate is below ``--min-event-match``.
+A NaN or infinity where upstream is finite (or in the golden data itself) is a failure, named as
+such in the table. When the folder holds a ``MANIFEST.json`` (``files``: path -> ``sha256``), every
+file is checked against it first.
+
+Exit status 1 when an engine case fails or the event match rate is below ``--min-event-match``;
+2 when the golden folder is unusable (missing, empty, no case matching ``--cases``, damaged files).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import sys
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,15 +41,17 @@ import numpy as np
 import torch
 
 from . import schema
-from .engine import BACKENDS
+from .engine import BACKENDS, BackendUnavailable
 from .params import EnvParams, StaticEnvParams
 from .rewards import substep_rewards
 from .topology import MANIFOLD_KINDS
 
-
-
 # ------------------------------------------------------------------------------------------------
 # Cases
+
+
+class GoldenDataError(ValueError):
+    """The golden folder cannot be used: missing or damaged files, a checksum mismatch, no cases."""
 
 
 @dataclass
@@ -63,13 +72,45 @@ def discover_cases(golden: Path) -> list[Case]:
         stem = engine_file.name[: -len(".engine.npz")]
         sidecar = engine_file.with_name(f"{stem}.json")
         if not sidecar.exists():
-            raise FileNotFoundError(f"{engine_file}: sidecar {sidecar.name} is missing")
-        meta = json.loads(sidecar.read_text())
+            raise GoldenDataError(f"{engine_file}: sidecar {sidecar.name} is missing")
+        try:
+            meta = json.loads(sidecar.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise GoldenDataError(f"{sidecar}: not a readable JSON sidecar ({exc})") from None
         static = StaticEnvParams.from_dict(meta["static_env_params"], where=f"{sidecar}: static_env_params")
         env_params = EnvParams.from_dict(meta["env_params"], where=f"{sidecar}: env_params")
         name = str(engine_file.relative_to(golden).with_name(stem))
         cases.append(Case(name, engine_file.parent, static, env_params))
     return cases
+
+
+def verify_manifest(golden: Path) -> int:
+    """Check every file listed in ``golden/MANIFEST.json`` (if there is one) against its sha256.
+    Returns the number of files checked."""
+    manifest = Path(golden) / "MANIFEST.json"
+    if not manifest.exists():
+        return 0
+    try:
+        files = json.loads(manifest.read_text())["files"]
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise GoldenDataError(f"{manifest}: not a readable manifest with a 'files' table ({exc!r})") from None
+    for name, entry in files.items():
+        path = Path(golden) / name
+        if not path.exists():
+            raise GoldenDataError(f"{path}: listed in {manifest.name} but missing")
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        if digest != entry.get("sha256"):
+            raise GoldenDataError(f"{path}: sha256 {digest[:12]}… differs from {manifest.name} ({str(entry.get('sha256'))[:12]}…)")
+    return len(files)
+
+
+def load_npz(path: Path) -> dict[str, np.ndarray]:
+    """All arrays of a golden ``.npz``; a damaged file raises :class:`GoldenDataError` naming it."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:
+        raise GoldenDataError(f"{path}: not a readable .npz archive ({exc})") from None
 
 
 # ------------------------------------------------------------------------------------------------
@@ -116,14 +157,22 @@ class Errors:
     max_abs: float = 0.0
     max_rel: float = 0.0
     max_excess: float = 0.0
-    """max of ``|got - ref| / (atol + rtol * |ref|)``: <= 1 means within tolerance."""
+    """max of ``|got - ref| / (atol + rtol * |ref|)``: <= 1 means within tolerance; infinite for
+    non-finite values (see :func:`_abs_error`)."""
     worst_field: str = ""
 
     def add(self, key: str, abs_err: np.ndarray, ref: np.ndarray, atol: float, rtol: float) -> None:
         self.fields += 1
         if abs_err.size == 0:
             return
+        if not np.isfinite(ref).all():
+            self.max_abs = self.max_excess = float("inf")
+            self.worst_field = f"{key}: non-finite golden value"
+            return
         excess = float(np.max(abs_err / (atol + rtol * np.abs(ref))))
+        if np.isinf(excess) and not np.isinf(self.max_excess):
+            self.max_abs, self.max_excess, self.worst_field = float("inf"), excess, f"{key}: NaN/inf"
+            return
         self.max_abs = max(self.max_abs, float(abs_err.max()))
         self.max_rel = max(self.max_rel, float(np.max(abs_err / np.maximum(np.abs(ref), 1e-6))))
         if excess > self.max_excess:
@@ -135,9 +184,13 @@ class Errors:
 
 
 def _abs_error(got: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """``|got - ref|``, infinite wherever either side is NaN or infinite (never NaN, so every
+    comparison with a tolerance fails on it)."""
     if ref.dtype.kind in "bi":
         return (got != ref).astype(np.float64)
-    return np.abs(got.astype(np.float64) - ref.astype(np.float64))
+    got, ref = got.astype(np.float64), ref.astype(np.float64)
+    finite = np.isfinite(got) & np.isfinite(ref)
+    return np.where(finite, np.abs(np.where(finite, got - ref, 0.0)), np.inf)
 
 
 def _unordered_rr(got: dict, ref: dict, keys: list[str]) -> dict[str, np.ndarray]:
@@ -202,16 +255,16 @@ def sample_excess(got: dict, ref: dict, keys, atol: float, rtol: float) -> np.nd
 
 
 def check_engine_case(engine, case: Case, atol: float, rtol: float) -> Errors:
-    data = np.load(case.file("engine.npz"))
-    inputs = {k[len("input.") :]: data[k] for k in data.files if k.startswith("input.")}
-    outputs = {k[len("output.") :]: data[k] for k in data.files if k.startswith("output.")}
+    data = load_npz(case.file("engine.npz"))
+    inputs = {k[len("input.") :]: v for k, v in data.items() if k.startswith("input.")}
+    outputs = {k[len("output.") :]: v for k, v in data.items() if k.startswith("output.")}
     got, manifolds = engine.physics(inputs, data["action"], case.static, case.env_params)
     errors = Errors()
     compare_states(got, outputs, sorted(outputs), errors, atol, rtol)
     # Returned manifolds: rr is point 0 of the final state's pair, or point 1 when upstream swapped.
     for kind in MANIFOLD_KINDS:
         prefix = f"manifolds.{kind}."
-        for key in (k for k in data.files if k.startswith(prefix)):
+        for key in (k for k in data if k.startswith(prefix)):
             leaf = key[len(prefix) :]
             err = _abs_error(manifolds[f"{kind}.{leaf}"], data[key])
             if kind == "rr":
@@ -243,7 +296,7 @@ class TrajectoryResult:
 def check_trajectories(engine, cases: list[Case], action_type: str, divergence: float) -> list[TrajectoryResult]:
     """Run all cases (one static configuration) together, open loop on the recorded actions."""
     static, params = cases[0].static, cases[0].env_params
-    trajs = [np.load(c.file(f"traj.{action_type}.npz")) for c in cases]
+    trajs = [load_npz(c.file(f"traj.{action_type}.npz")) for c in cases]
     sim_keys = [k for k in schema.SIM_KEYS]
     env_keys = ("polygon_shape_roles", "circle_shape_roles")
     states = [{k: t[f"state.{k}"] for k in sim_keys + list(env_keys)} for t in trajs]
@@ -267,7 +320,7 @@ def check_trajectories(engine, cases: list[Case], action_type: str, divergence: 
         for i, s in enumerate(states):
             if t < steps[i] and diverged[i] is None:
                 worst = max(float(np.max(_abs_error(current[k][i], s[k][t + 1]), initial=0)) for k in sim_keys)
-                if worst > divergence:
+                if not worst <= divergence:  # NaN diverges too
                     diverged[i] = t + 1
 
     results = []
@@ -331,9 +384,10 @@ def run(
     pattern: str = "",
 ) -> Report:
     engine = NumpyEngine(backend)
+    verify_manifest(Path(golden))
     cases = [c for c in discover_cases(Path(golden)) if pattern in c.name]
     if not cases:
-        raise FileNotFoundError(f"no golden cases (*.engine.npz) under {golden}" + (f" matching {pattern!r}" if pattern else ""))
+        raise GoldenDataError(f"no golden cases (*.engine.npz) under {golden}" + (f" matching {pattern!r}" if pattern else ""))
     reports = {c.name: CaseReport(c, check_engine_case(engine, c, atol, rtol)) for c in cases}
     if trajectories:
         groups: dict[tuple, list[Case]] = {}
@@ -363,7 +417,13 @@ def main(argv=None) -> int:
         parser.error(f"--golden {args.golden}: no such folder")
     if args.engine == "triton-interpret":
         os.environ["TRITON_INTERPRET"] = "1"  # must precede triton's import
-    report = run(args.golden, args.engine, args.atol, args.rtol, args.divergence, not args.no_trajectories, args.cases)
+    if args.engine == "triton" and not torch.cuda.is_available():
+        raise BackendUnavailable("--engine triton needs a CUDA GPU (use --engine triton-interpret on the CPU)")
+    try:
+        report = run(args.golden, args.engine, args.atol, args.rtol, args.divergence, not args.no_trajectories, args.cases)
+    except GoldenDataError as exc:
+        print(f"conformance: {exc}", file=sys.stderr)
+        return 2
     print(report.table())
     failed = [c.case.name for c in report.cases if not c.engine.ok]
     if failed or report.event_match_fraction < args.min_event_match:
