@@ -12,7 +12,9 @@ keys of the ``static_env_params`` / ``env_params`` objects of the JSON level for
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field, fields
+import math
+import typing
+from dataclasses import dataclass, fields
 
 __all__ = ["StaticEnvParams", "EnvParams", "ENV_SIZES", "PHYSICS_PARAM_NAMES", "static_params_for_size"]
 
@@ -64,6 +66,11 @@ class StaticEnvParams:
             )
         if self.solver_batch_size < 1 or self.num_solver_iterations < 0:
             raise ValueError("StaticEnvParams.solver_batch_size must be >= 1 and num_solver_iterations >= 0")
+        for name in ("frame_skip", "downscale", "max_polygon_vertices"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"StaticEnvParams.{name} must be >= 1, got {getattr(self, name)}")
+        if len(self.screen_dim) != 2 or min(self.screen_dim) < 1:
+            raise ValueError(f"StaticEnvParams.screen_dim must be two sizes >= 1 pixel, got {self.screen_dim}")
 
     # Derived counts, named as in the state schema.
     @property
@@ -102,7 +109,11 @@ class StaticEnvParams:
 
     @classmethod
     def from_dict(cls, d: dict, *, where: str = "static_env_params") -> "StaticEnvParams":
-        return cls(**_known_fields(cls, d, where))
+        values = _known_fields(cls, d, where)
+        try:
+            return cls(**values)
+        except ValueError as exc:
+            raise ValueError(f"{where}: {exc}") from None
 
     def fits_in(self, other: "StaticEnvParams") -> bool:
         """Whether a level of these sizes can be padded into ``other``."""
@@ -131,11 +142,11 @@ class EnvParams:
     """Contact penetration bias."""
     joint_stiffness: float = 0.6
     """Scale of each joint impulse."""
-    clip_position: float = 15
+    clip_position: float = 15.0
     """Positions are clipped to +-this, world units."""
-    clip_velocity: float = 100
+    clip_velocity: float = 100.0
     """Velocity components are clipped to +-this, units/s."""
-    clip_angular_velocity: float = 50
+    clip_angular_velocity: float = 50.0
     """Angular velocities are clipped to +-this, rad/s."""
     base_motor_speed: float = 6.0
     """Motor target speed for ``motor_speed == 1`` and action 1, rad/s."""
@@ -158,6 +169,14 @@ class EnvParams:
     num_shape_roles: int = 4
     """Shape roles: 0 default, 1 green, 2 blue, 3 red."""
 
+    def __post_init__(self):
+        if isinstance(self.dt, bool) or not (math.isfinite(self.dt) and self.dt > 0):
+            raise ValueError(f"EnvParams.dt must be a finite number of seconds > 0, got {self.dt!r}")
+        if isinstance(self.max_timesteps, bool) or not isinstance(self.max_timesteps, int) or self.max_timesteps < 1:
+            raise ValueError(f"EnvParams.max_timesteps must be an int >= 1, got {self.max_timesteps!r}")
+        if not self.pixels_per_unit > 0:
+            raise ValueError(f"EnvParams.pixels_per_unit must be > 0, got {self.pixels_per_unit!r}")
+
     def replace(self, **changes) -> "EnvParams":
         return dataclasses.replace(self, **changes)
 
@@ -166,7 +185,11 @@ class EnvParams:
 
     @classmethod
     def from_dict(cls, d: dict, *, where: str = "env_params") -> "EnvParams":
-        return cls(**_known_fields(cls, d, where))
+        values = _known_fields(cls, d, where)
+        try:
+            return cls(**values)
+        except ValueError as exc:
+            raise ValueError(f"{where}: {exc}") from None
 
     def physics_values(self) -> dict[str, float]:
         """The parameters the physics engine reads, as floats."""
@@ -185,29 +208,38 @@ def _known_fields(cls, d: dict, where: str) -> dict:
     unknown = sorted(set(d) - set(names))
     if unknown:
         raise ValueError(f"{where}: unknown parameter(s) {unknown}; known: {sorted(names)}")
+    declared = typing.get_type_hints(cls)
     out = {}
     for k, v in d.items():
         default = getattr(cls(), k)
+        kind = declared[k]
         try:
-            if isinstance(default, bool):
+            if kind is bool:
                 if not isinstance(v, bool):
                     raise TypeError
                 out[k] = v
-            elif isinstance(default, tuple):
+            elif typing.get_origin(kind) is tuple:
                 if isinstance(v, dict):  # the JSON level format writes vectors as {"0": x, "1": y}
                     v = [v[str(i)] for i in range(len(v))]
                 if len(v) != len(default):
                     raise TypeError
-                out[k] = tuple(int(x) for x in v)
-            elif isinstance(default, int):
-                if isinstance(v, bool) or float(v) != int(v):
-                    raise TypeError
-                out[k] = int(v)
+                out[k] = tuple(_as_int(x) for x in v)
+            elif kind is int:
+                out[k] = _as_int(v)
             else:
+                if isinstance(v, bool):
+                    raise TypeError
                 out[k] = float(v)
-        except (TypeError, ValueError, KeyError):
-            raise ValueError(f"{where}.{k}: expected a value like {default!r}, got {v!r}") from None
+        except (TypeError, ValueError, KeyError, OverflowError):
+            raise ValueError(f"{where}.{k}: expected a {getattr(kind, '__name__', kind)} like {default!r}, got {v!r}") from None
     return out
+
+
+def _as_int(value) -> int:
+    """An integer, also from a float with an integral value (JSON writers may add ``.0``)."""
+    if isinstance(value, bool) or float(value) != int(value):
+        raise TypeError
+    return int(value)
 
 
 _SIZE_COUNTS = {
