@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from . import schema
+from .atomic import atomic_write_text
 from .params import EnvParams, StaticEnvParams, static_params_for_size
 from .topology import collision_matrix
 
@@ -320,17 +320,8 @@ def _index_objects(value):
 def save_level(
     path: str | os.PathLike, state: Mapping[str, np.ndarray], static: StaticEnvParams, env_params: EnvParams
 ) -> None:
-    """Write a level JSON file atomically (temporary file in the same folder, then ``os.replace``)."""
-    path = Path(path)
-    text = json.dumps(level_to_json_dict(state, static, env_params))
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    """Write a level JSON file atomically (see :mod:`kinetix_torch.atomic`)."""
+    atomic_write_text(path, json.dumps(level_to_json_dict(state, static, env_params)))
 
 
 # --------------------------------------------------------------------------------------------------

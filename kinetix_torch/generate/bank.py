@@ -3,14 +3,15 @@
 A bank file holds every schema field of a batch of levels (batch first) and the static and env
 params they belong to. ``.pt`` is a ``torch.save`` of plain tensors and dicts, loadable with
 ``weights_only=True``; ``.npz`` is a compressed numpy archive with the params as JSON strings.
-Every write goes to a temporary file in the target folder and is then renamed into place.
+Every write is atomic (:mod:`kinetix_torch.atomic`).
 """
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
+import pickle
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ import torch
 
 from .. import levels as level_files
 from .. import schema
+from ..atomic import atomic_write
 from ..params import EnvParams, StaticEnvParams
 from .batch import to_flat
 
@@ -25,18 +27,6 @@ __all__ = ["save_bank", "load_bank", "save_level_json", "load_level_json"]
 
 FORMAT_VERSION = 1
 _PARAM_KEYS = ("__static_env_params__", "__env_params__")
-
-
-def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def save_bank(path, levels, static: StaticEnvParams, env_params: EnvParams | None = None) -> None:
@@ -49,7 +39,7 @@ def save_bank(path, levels, static: StaticEnvParams, env_params: EnvParams | Non
     if path.suffix == ".pt":
         payload = {"format_version": FORMAT_VERSION, "static_env_params": static.to_dict(),
                    "env_params": env_params.to_dict(), "levels": flat}
-        _atomic_write(path, lambda tmp: torch.save(payload, tmp))
+        atomic_write(path, lambda tmp: torch.save(payload, tmp))
     elif path.suffix == ".npz":
         arrays = {k: v.numpy() for k, v in flat.items()}
         arrays.update({key: np.array(json.dumps(p.to_dict())) for key, p in zip(_PARAM_KEYS, (static, env_params))})
@@ -58,7 +48,7 @@ def save_bank(path, levels, static: StaticEnvParams, env_params: EnvParams | Non
             with open(tmp, "wb") as f:
                 np.savez_compressed(f, **arrays)
 
-        _atomic_write(path, write)
+        atomic_write(path, write)
     else:
         raise ValueError(f"bank {path}: unknown suffix {path.suffix!r}; expected '.pt' or '.npz'")
 
@@ -66,21 +56,35 @@ def save_bank(path, levels, static: StaticEnvParams, env_params: EnvParams | Non
 def load_bank(path, device=None):
     """Read a bank written by :func:`save_bank`. Returns ``(levels, static, env_params)``."""
     path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"bank {path}: no such file")
     if path.suffix == ".pt":
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-        if payload.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"bank {path}: unsupported format_version {payload.get('format_version')!r}")
+        try:
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+        except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, zipfile.BadZipFile) as exc:
+            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ValueError(f"bank {path}: not a level bank written by save_bank (damaged or another format: {first_line})") from None
+        if not isinstance(payload, dict) or payload.get("format_version") != FORMAT_VERSION:
+            raise ValueError(f"bank {path}: not a level bank of format_version {FORMAT_VERSION}")
         flat = payload["levels"]
-        static = StaticEnvParams.from_dict(payload["static_env_params"])
-        env_params = EnvParams.from_dict(payload["env_params"])
+        static = StaticEnvParams.from_dict(payload["static_env_params"], where=f"bank {path}: static_env_params")
+        env_params = EnvParams.from_dict(payload["env_params"], where=f"bank {path}: env_params")
     elif path.suffix == ".npz":
-        with np.load(path, allow_pickle=False) as data:
+        try:
+            data = np.load(path, allow_pickle=False)
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+            raise ValueError(f"bank {path}: not a readable .npz archive ({exc})") from None
+        with data:
             missing = [k for k in _PARAM_KEYS if k not in data.files]
             if missing:
                 raise ValueError(f"bank {path}: missing {missing}; not written by save_bank")
-            static = StaticEnvParams.from_dict(json.loads(str(data[_PARAM_KEYS[0]])))
-            env_params = EnvParams.from_dict(json.loads(str(data[_PARAM_KEYS[1]])))
-            flat = {k: torch.from_numpy(data[k]) for k in data.files if k not in _PARAM_KEYS}
+            try:
+                arrays = {k: data[k] for k in data.files}
+            except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+                raise ValueError(f"bank {path}: damaged .npz member ({exc})") from None
+        static = StaticEnvParams.from_dict(json.loads(str(arrays.pop(_PARAM_KEYS[0]))), where=f"bank {path}: static_env_params")
+        env_params = EnvParams.from_dict(json.loads(str(arrays.pop(_PARAM_KEYS[1]))), where=f"bank {path}: env_params")
+        flat = {k: torch.from_numpy(v) for k, v in arrays.items()}
     else:
         raise ValueError(f"bank {path}: unknown suffix {path.suffix!r}; expected '.pt' or '.npz'")
     batch = flat["timestep"].shape[:1] if "timestep" in flat else ()
