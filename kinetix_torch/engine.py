@@ -16,10 +16,22 @@ Backends:
 
 ``backend=None`` picks ``"triton"`` for CUDA tensors and ``"jax"`` otherwise.
 An explicit backend that cannot run raises :class:`BackendUnavailable` saying why.
+
+The engine is not differentiable: actions are detached at this boundary.
+
+The JAX backend compiles once per batch size and level size, which takes tens of seconds. Compiled
+code is kept in JAX's persistent cache under ``$KINETIX_JAX_CACHE`` (default
+``~/.cache/kinetix_torch/jax``, or under ``$XDG_CACHE_HOME``; ``KINETIX_JAX_CACHE=off`` turns it off),
+so later processes start fast, and each compile is announced on the ``kinetix_torch`` logger. JAX
+is multithreaded: a process forked after JAX started cannot use it (start worker processes with
+``spawn``, e.g. ``ParallelEnv(..., mp_start_method="spawn")``).
 """
 
 from __future__ import annotations
 
+import logging
+import os
+from pathlib import Path
 from typing import Callable
 
 from . import schema
@@ -32,10 +44,60 @@ class BackendUnavailable(RuntimeError):
     """The requested engine backend cannot run here."""
 
 
+_log = logging.getLogger("kinetix_torch")
+_jax_owner_pid: int | None = None
+_jax_compiled: set = set()
+
+
+def jax_cache_dir() -> Path | None:
+    """Where JAX's persistent compilation cache lives (``None`` when turned off)."""
+    setting = os.environ.get("KINETIX_JAX_CACHE", "")
+    if setting.lower() in ("0", "off", "false", "no"):
+        return None
+    if setting:
+        return Path(setting).expanduser()
+    base = Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser()
+    return base / "kinetix_torch" / "jax"
+
+
+def _reference_engine():
+    """The reference engine module, after the one-time process checks and cache set-up."""
+    global _jax_owner_pid
+    import jax
+
+    if _jax_owner_pid is None:
+        _jax_owner_pid = os.getpid()
+        cache = jax_cache_dir()
+        if cache is not None:
+            jax.config.update("jax_compilation_cache_dir", str(cache))
+            jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+    elif _jax_owner_pid != os.getpid():
+        raise BackendUnavailable(
+            "the JAX engine was started in a parent process and this process was forked from it; JAX "
+            "cannot run after fork: start worker processes with 'spawn' "
+            "(e.g. ParallelEnv(..., mp_start_method='spawn'))"
+        )
+    from .reference_jax import engine as reference
+
+    return reference
+
+
+def _announce_compile(kind: str, batch: tuple, static: StaticEnvParams) -> None:
+    key = (kind, batch, static)
+    if key not in _jax_compiled:
+        _jax_compiled.add(key)
+        cache = jax_cache_dir()
+        _log.info(
+            "JAX engine: first %s at batch %s, %d polygons / %d circles: compiling (%s)",
+            kind, batch[0] if batch else 1, static.num_polygons, static.num_circles,
+            f"persistent cache {cache}" if cache else "persistent cache off",
+        )
+
+
 def _jax_inputs(state, actions, keys):
     import jax.dlpack
 
-    from .reference_jax import engine as reference
+    reference = _reference_engine()
 
     inputs = schema.to_jax(state.select(*[tuple(k.split(".")) for k in keys]))
     return reference, inputs, jax.dlpack.from_dlpack(actions.contiguous())
@@ -43,6 +105,7 @@ def _jax_inputs(state, actions, keys):
 
 def _jax_physics_step(state, actions, params: EnvParams, static: StaticEnvParams):
     reference, inputs, actions = _jax_inputs(state, actions, schema.SIM_KEYS)
+    _announce_compile("physics step", tuple(state.batch_size), static)
     new_sim, manifolds = reference.step_batch(inputs, actions, reference.param_values(params), static)
     batch = tuple(state.batch_size)
     out = state.copy()
@@ -54,6 +117,7 @@ def _jax_env_step(state, actions, params: EnvParams, static: StaticEnvParams):
     from .reference_jax.engine import CONTACT_INFO_KEYS
 
     reference, inputs, actions = _jax_inputs(state, actions, schema.SIM_KEYS + CONTACT_INFO_KEYS)
+    _announce_compile("env step", tuple(state.batch_size), static)
     new_state, info = reference.env_step_batch(inputs, actions, reference.param_values(params), static)
     batch = tuple(state.batch_size)
     out = state.copy()
@@ -125,13 +189,17 @@ def step(state, actions, params: EnvParams, static: StaticEnvParams, backend: st
     ``(batch, frame_skip)`` entries, one column per substep: ``touches_blue`` and ``touches_red``
     (an active contact joins a green shape and a blue / red one) and ``distance`` (summed
     green-blue centre distance). The env turns these into reward and termination; the env-only
-    fields (``timestep``, ``last_distance``...) pass through untouched."""
+    fields (``timestep``, ``last_distance``...) pass through untouched. Not differentiable:
+    ``actions`` are detached."""
+    actions = actions.detach()
     check_actions(actions, state, static)
     return _ENV_STEP[resolve_backend(backend, actions.device)](state, actions, params, static)
 
 
 def physics_step(state, actions, params: EnvParams, static: StaticEnvParams, backend: str | None = None):
     """One physics substep (``dt``). Returns ``(state, manifolds)``: this substep's contacts ``rr``
-    (point 0 only, as upstream returns them), ``cr`` and ``cc`` as a TensorDict."""
+    (point 0 only, as upstream returns them), ``cr`` and ``cc`` as a TensorDict. Not
+    differentiable: ``actions`` are detached."""
+    actions = actions.detach()
     check_actions(actions, state, static)
     return _PHYSICS_STEP[resolve_backend(backend, actions.device)](state, actions, params, static)
