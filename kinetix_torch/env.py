@@ -73,6 +73,8 @@ class KinetixEnv(EnvBase):
         check_action_range: raise on out-of-range integer actions. It reads the actions on the
             host, so the default (``None``) checks on CPU only.
         seed: seed of the level draws from a bank.
+        cycle_levels: environment ``i`` always starts from bank level ``i % K`` instead of a
+            uniform draw (as upstream's evaluation assigns levels to environments).
     """
 
     def __init__(
@@ -92,6 +94,7 @@ class KinetixEnv(EnvBase):
         backend: str | None = None,
         check_action_range: bool | None = None,
         seed: int | None = None,
+        cycle_levels: bool = False,
     ):
         device = torch.device(device)
         if (levels is None) == (sampler is None):
@@ -108,6 +111,7 @@ class KinetixEnv(EnvBase):
         self.backend = backend
         self.check_action_range = device.type == "cpu" if check_action_range is None else check_action_range
         self.sampler = sampler
+        self.cycle_levels = cycle_levels
         self.sampler_chunk = num_envs if sampler_chunk is None else sampler_chunk
         self._pool, self._pool_next = None, 0
         if sampler is None:
@@ -171,6 +175,8 @@ class KinetixEnv(EnvBase):
         bank = self.level_bank
         if bank.shape[0] == 1:
             return bank.expand(self.num_envs)
+        if self.cycle_levels:
+            return bank[torch.arange(self.num_envs, device=self.device) % bank.shape[0]]
         pick = torch.randint(bank.shape[0], (self.num_envs,), generator=self._generator, device=self.device)
         return bank[pick]
 
@@ -217,6 +223,59 @@ class KinetixEnv(EnvBase):
 
     def _observe(self, state):
         return observe(state, self.static_env_params, self.env_params, self.observation_type)
+
+    def reset_where_done(self, tensordict: TensorDictBase) -> TensorDictBase:
+        """TorchRL's ``maybe_reset`` without reading ``done`` on the host: environments whose
+        ``tensordict["done"]`` is set start a new episode, the others keep their entries. For
+        rollout loops on CUDA; fixed levels and banks need no host sync (a level sampler reads
+        the mask to count the levels it hands out)."""
+        done = tensordict.get("done").reshape(self.num_envs)
+        fresh = self._reset(TensorDict({"_reset": done}, batch_size=self.batch_size, device=self.device))
+        out = tensordict.clone(False)
+        out.update(_select(done, fresh, tensordict.select(*fresh.keys())))
+        return out
+
+    # --------------------------------------------------------------------------------------------
+    # Saving and restoring (exact resume of a training run). Not ``state_dict``: that name is
+    # ``nn.Module``'s, which TorchRL's wrappers call with its own arguments.
+
+    def checkpoint_state(self) -> dict:
+        """Everything that decides the env's future, tensors on the CPU: the current episodes, the
+        level-draw generator, the unused sampled levels and the sampler's own generator (its
+        ``state_dict()`` when it has one)."""
+        sampler_state = None
+        if hasattr(self.sampler, "state_dict"):
+            sampler_state = self.sampler.state_dict()
+        elif isinstance(getattr(self.sampler, "generator", None), torch.Generator):
+            sampler_state = self.sampler.generator.get_state()
+        return {
+            "state": None if self._state is None else self._state.cpu().to_dict(),
+            "generator": self._generator.get_state(),
+            "pool": None if self._pool is None else self._pool.cpu().to_dict(),
+            "pool_next": self._pool_next,
+            "sampler": sampler_state,
+        }
+
+    def load_checkpoint_state(self, saved: dict) -> None:
+        """Restore what :meth:`checkpoint_state` returned (from an env built with the same options)."""
+
+        def tensordict(fields):
+            if fields is None:
+                return None
+            rows = next(iter(TensorDict(fields).values(True, True))).shape[0]
+            return TensorDict(fields, batch_size=[rows]).to(self.device)
+
+        state = tensordict(saved["state"])
+        if state is not None and state.shape[0] != self.num_envs:
+            raise ValueError(f"KinetixEnv: saved state has {state.shape[0]} environments, this env has {self.num_envs}")
+        self._state = state
+        self._generator.set_state(saved["generator"])
+        self._pool, self._pool_next = tensordict(saved["pool"]), saved["pool_next"]
+        if saved["sampler"] is not None:
+            if hasattr(self.sampler, "load_state_dict"):
+                self.sampler.load_state_dict(saved["sampler"])
+            else:
+                self.sampler.generator.set_state(saved["sampler"])
 
     # --------------------------------------------------------------------------------------------
     # Step

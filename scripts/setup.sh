@@ -12,8 +12,7 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
-  .venv/bin/pip install --quiet --no-index "$TORCH_CPU" 2>/dev/null \
-    || .venv/bin/pip install --quiet "$TORCH_CPU" 2>/dev/null \
-    || .venv/bin/pip install --quiet --index-url "$TORCH_CPU_INDEX" "$TORCH_CPU"
+  .venv/bin/pip install --quiet "$TORCH_CPU" 2>/dev/null \
+    || .venv/bin/pip install --quiet --extra-index-url "$TORCH_CPU_INDEX" "$TORCH_CPU"
 fi
 .venv/bin/pip install --quiet -c constraints.txt -e ".[dev]"
