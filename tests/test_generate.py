@@ -40,6 +40,8 @@ from kinetix_torch.generate.geometry import contacts_of_shape
 from kinetix_torch.params import EnvParams, StaticEnvParams, static_params_for_size
 from kinetix_torch.topology import pair_tables
 
+pytestmark = pytest.mark.slow  # developers' fast subset: pytest -m 'not slow'
+
 Z_LIMIT = 4.0
 LEVELS_PER_SIZE = {"s": 20000, "m": 5000, "l": 2000}
 CUSTOM = StaticEnvParams(num_polygons=8, num_circles=3, num_joints=3, num_thrusters=3, frame_skip=2)

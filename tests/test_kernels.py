@@ -21,6 +21,8 @@ from kinetix_torch import conformance, engine, schema
 from kinetix_torch.conformance import NumpyEngine, sample_excess
 from kinetix_torch.params import EnvParams, static_params_for_size
 
+pytestmark = pytest.mark.slow  # developers' fast subset: pytest -m 'not slow'
+
 assert os.environ.get("TRITON_INTERPRET") == "1", "tests/conftest.py sets TRITON_INTERPRET=1 before triton loads"
 
 JAX, TRITON = NumpyEngine("jax"), NumpyEngine("triton-interpret")

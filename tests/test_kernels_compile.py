@@ -8,12 +8,15 @@ holds the spills to the budget recorded below.
 
 from __future__ import annotations
 
+import pytest
 import json
 import os
 import subprocess
 import sys
 
 from kinetix_torch.kernels.aot import SIZES
+
+pytestmark = pytest.mark.slow  # developers' fast subset: pytest -m 'not slow'
 
 SPILL_BUDGET_BYTES = {"s": 512, "m": 0, "l": 0, "custom": 0}
 """Spill stores + loads allowed per variant: zero, except S. With 255 registers per thread
