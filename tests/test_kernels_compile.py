@@ -8,11 +8,12 @@ holds the spills to the budget recorded below.
 
 from __future__ import annotations
 
-import pytest
 import json
 import os
 import subprocess
 import sys
+
+import pytest
 
 from kinetix_torch.kernels.aot import SIZES
 
