@@ -22,7 +22,7 @@ import torch
 
 from .params import StaticEnvParams
 
-__all__ = ["ACTION_TYPES", "process_actions", "noop_actions", "raw_action_shape", "check_raw_actions"]
+__all__ = ["ACTION_TYPES", "process_actions", "noop_actions", "raw_action_shape", "check_raw_actions", "action_spec"]
 
 ACTION_TYPES = ("continuous", "discrete", "multi_discrete")
 
@@ -48,6 +48,20 @@ def num_discrete_actions(static: StaticEnvParams) -> int:
 def slot_choices(static: StaticEnvParams) -> list[int]:
     """Choices per slot of a multi-discrete action: 3 per motor slot, 2 per thruster slot."""
     return [3] * static.num_motor_bindings + [2] * static.num_thruster_bindings
+
+
+def action_spec(action_type: str, static: StaticEnvParams, batch: tuple[int, ...] = (), device=None):
+    """The TorchRL spec of raw actions: ``Bounded`` [-1, 1] (continuous), ``Categorical``
+    (discrete) or ``MultiCategorical`` (one choice per motor and thruster binding)."""
+    from torchrl.data import Bounded, Categorical, MultiCategorical
+
+    _check_type(action_type)
+    shape = tuple(batch) + raw_action_shape(static, action_type)
+    if action_type == "continuous":
+        return Bounded(-1.0, 1.0, shape=shape, dtype=torch.float32, device=device)
+    if action_type == "discrete":
+        return Categorical(num_discrete_actions(static), shape=shape, device=device)
+    return MultiCategorical(slot_choices(static), shape=shape, device=device)
 
 
 def check_raw_actions(

@@ -14,9 +14,8 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
-from torchrl.data import Bounded, Categorical, MultiCategorical
 
-from ..actions import ACTION_TYPES, num_discrete_actions, raw_action_shape, slot_choices
+from ..actions import ACTION_TYPES, action_spec
 from ..atomic import atomic_write, atomic_write_text
 from ..observations import OBSERVATION_TYPES, observation_spec
 from ..params import EnvParams, StaticEnvParams
@@ -65,14 +64,7 @@ def specs_from_config(config: dict, where: str = CONFIG_FILE):
     static = StaticEnvParams.from_dict(config["static_env_params"], where=f"{where}: static_env_params")
     params = EnvParams.from_dict(config.get("env_params", {}), where=f"{where}: env_params")
     obs_spec = observation_spec(observation_type, static, params, ())
-    shape = raw_action_shape(static, action_type)
-    if action_type == "continuous":
-        action_spec = Bounded(-1.0, 1.0, shape=shape, dtype=torch.float32)
-    elif action_type == "discrete":
-        action_spec = Categorical(num_discrete_actions(static), shape=shape)
-    else:
-        action_spec = MultiCategorical(slot_choices(static), shape=shape)
-    return obs_spec, action_spec
+    return obs_spec, action_spec(action_type, static)
 
 
 def load_upstream_tensors(actor_critic: ActorCritic, tensors: dict[str, torch.Tensor], where: str) -> None:
