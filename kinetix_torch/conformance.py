@@ -409,7 +409,10 @@ def main(argv=None) -> int:
     parser.add_argument("--atol", type=float, default=1e-4, help="absolute tolerance of single engine steps")
     parser.add_argument("--rtol", type=float, default=1e-4, help="relative tolerance of single engine steps")
     parser.add_argument("--divergence", type=float, default=1e-3, help="trajectory error that counts as divergence")
-    parser.add_argument("--min-event-match", type=float, default=0.9, help="required share of matching contact events")
+    parser.add_argument(
+        "--min-event-match", type=float, default=1.0,
+        help="required share of trajectories whose rewarded contact event matches upstream's (default: all)",
+    )
     parser.add_argument("--no-trajectories", action="store_true", help="check single engine steps only")
     parser.add_argument("--cases", default="", help="only cases whose name contains this")
     args = parser.parse_args(argv)

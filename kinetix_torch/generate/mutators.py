@@ -8,6 +8,11 @@ Two layers:
   ``fn(flat, draws, ctx) -> flat``;
 * the public mutators on TensorDict level batches, :data:`MUTATIONS` (upstream's names) and
   :func:`mutate_levels` (upstream's ``make_mutate_env``: ``n`` random edits per level).
+
+An edited level starts without warm-start contacts (all-zero manifolds), the state upstream's level
+loader gives every level. Upstream's edits keep the contacts of their settling steps (and any the
+input had), which the observation's contact layer shows and a save and load would drop; here a
+mutated level is the same level after a JSON round trip.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from .. import engine
 from ..params import EnvParams, StaticEnvParams
 from . import geometry
 from .batch import (
+    MANIFOLD_PREFIXES,
     Draws,
     Flat,
     dynamic_mask,
@@ -59,6 +65,12 @@ class Context:
     @property
     def world_size(self) -> tuple[float, float]:
         return tuple(d / self.env_params.pixels_per_unit for d in self.static.screen_dim)
+
+
+def without_contacts(levels) -> Flat:
+    """The levels as a flat dict without their warm-start manifolds (which :func:`to_levels`
+    writes back as zeros)."""
+    return {k: v for k, v in to_flat(levels).items() if k.split(".")[0] not in MANIFOLD_PREFIXES}
 
 
 def merge(where: torch.Tensor, new: Flat, old: Flat) -> Flat:
@@ -480,7 +492,8 @@ def change_gravity(flat: Flat, draws: Draws, ctx: Context) -> Flat:
 
 def _settle(flat: Flat, ctx: Context) -> Flat:
     """Upstream's ``do_dummy_step`` x 5: physics steps with no contacts, gravity or actions, each
-    followed by zeroed velocities, so that joints pull edited shapes back into place."""
+    followed by zeroed velocities, so that joints pull edited shapes back into place. The contacts
+    the steps find are dropped; the joints keep their warm-start impulses, as upstream."""
     static = ctx.static
     levels = to_levels(flat, static)
     gravity, matrix = levels["gravity"], levels["collision_matrix"]
@@ -494,7 +507,7 @@ def _settle(flat: Flat, ctx: Context) -> Flat:
         for kind in ("polygon", "circle"):
             levels.set((kind, "velocity"), torch.zeros_like(levels[kind, "velocity"]))
             levels.set((kind, "angular_velocity"), torch.zeros_like(levels[kind, "angular_velocity"]))
-    return to_flat(levels)
+    return without_contacts(levels)
 
 
 def change_shape_size(flat: Flat, draws: Draws, ctx: Context) -> Flat:
@@ -631,7 +644,7 @@ def _accel_weights(flat: Flat) -> torch.Tensor:
 
 def _apply(name: str, levels, generator: torch.Generator, static, env_params, ued_params):
     ctx = Context(static, env_params or EnvParams(), ued_params or UEDParams())
-    flat = to_flat(levels)
+    flat = without_contacts(levels)
     return to_levels(_EDITS[name](flat, Draws(generator, flat["timestep"].shape[0]), ctx), static)
 
 
@@ -643,7 +656,8 @@ def _public(name: str):
     mutate.__name__ = name
     mutate.__doc__ = (
         f"Upstream's ``{name}`` on every level of ``levels`` (TensorDict, batch ``[B]``) with "
-        f"random draws from ``generator``; returns a new TensorDict.\n\n{_EDITS[name].__doc__ or ''}"
+        f"random draws from ``generator``; returns a new TensorDict without warm-start contacts."
+        f"\n\n{_EDITS[name].__doc__ or ''}"
     )
     return mutate
 
@@ -658,9 +672,10 @@ def mutate_levels(levels, generator: torch.Generator, static: StaticEnvParams, n
     independently draws one edit from :data:`ACCEL_MUTATIONS` with upstream's weights (adding
     needs a free slot, removing a thruster needs one; shape and joint removal have weight 0,
     fixture toggling 0.1, the rest 1). All candidate edits run on the whole batch and each level
-    keeps its own: no host synchronisation, no per-level branching."""
+    keeps its own: no host synchronisation, no per-level branching. The returned levels have no
+    warm-start contacts (see the module docstring)."""
     ctx = Context(static, env_params or EnvParams(), ued_params or UEDParams())
-    flat = to_flat(levels)
+    flat = without_contacts(levels)
     draws = Draws(generator, flat["timestep"].shape[0])
     for _ in range(n):
         chosen = draws.choice(_accel_weights(flat))
