@@ -28,22 +28,16 @@ from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from tensordict import TensorDict, TensorDictBase
-from torchrl.data import Bounded, Categorical, Composite, MultiCategorical, Unbounded
+from torchrl.data import Categorical, Composite, Unbounded
 from torchrl.envs import EnvBase
 
-from . import engine, schema
-from .actions import (
-    ACTION_TYPES,
-    check_raw_actions,
-    num_discrete_actions,
-    process_actions,
-    raw_action_shape,
-    slot_choices,
-)
+from . import engine
+from .actions import ACTION_TYPES, action_spec, check_raw_actions, process_actions
 from .levels import Level, level_bank_to_tensordict, load_level
 from .observations import check_observation_type, observation_spec, observe
 from .params import EnvParams, StaticEnvParams, static_params_for_size
 from .rewards import combine_substeps, dense_shaping, green_blue_distance
+from .validation import check_levels
 
 __all__ = ["KinetixEnv", "make_env", "LevelSampler"]
 
@@ -115,7 +109,7 @@ class KinetixEnv(EnvBase):
         self.sampler_chunk = num_envs if sampler_chunk is None else sampler_chunk
         self._pool, self._pool_next = None, 0
         if sampler is None:
-            self.level_bank, static, first_params = _level_bank(levels, static_env_params, device)
+            self.level_bank, static, first_params = _level_bank(levels, static_env_params, env_params, device)
         else:
             if static_env_params is None:
                 raise ValueError("KinetixEnv: a level sampler needs static_env_params")
@@ -136,13 +130,7 @@ class KinetixEnv(EnvBase):
 
     def _make_specs(self) -> None:
         batch, device, static = tuple(self.batch_size), self.device, self.static_env_params
-        shape = batch + raw_action_shape(static, self.action_type)
-        if self.action_type == "continuous":
-            self.action_spec = Bounded(-1.0, 1.0, shape=shape, dtype=torch.float32, device=device)
-        elif self.action_type == "discrete":
-            self.action_spec = Categorical(num_discrete_actions(static), shape=shape, device=device)
-        else:
-            self.action_spec = MultiCategorical(slot_choices(static), shape=shape, device=device)
+        self.action_spec = action_spec(self.action_type, static, batch, device)
         self.observation_spec = Composite(
             observation=observation_spec(self.observation_type, static, self.env_params, batch, device),
             goal_reached=Categorical(2, shape=batch, dtype=torch.bool, device=device),
@@ -181,13 +169,16 @@ class KinetixEnv(EnvBase):
         return bank[pick]
 
     def _sampled_levels(self, count: int) -> TensorDictBase:
-        """``count`` unused levels from the pool, refilled by one sampler call when it runs short."""
+        """``count`` unused levels from the pool, refilled by one sampler call when it runs short.
+        Each call's levels are checked by :func:`~kinetix_torch.validation.check_levels` on the
+        env's device: one host synchronisation per sampler call, not per reset."""
         if self._pool is None or self._pool_next + count > self._pool.shape[0]:
             made = max(count, self.sampler_chunk)
-            levels = self.sampler(made)
-            flat = schema.tensordict_to_flat_tensors(levels)
-            schema.validate(flat, self.static_env_params, (made,), where=f"level sampler output (batch [{made}])")
-            self._pool, self._pool_next = levels.to(self.device), 0
+            levels = self.sampler(made).to(self.device)
+            if tuple(levels.batch_size) != (made,):
+                raise ValueError(f"level sampler output: asked for {made} levels, got batch {list(levels.batch_size)}")
+            check_levels(levels, self.static_env_params, self.env_params, where="level sampler output")
+            self._pool, self._pool_next = levels, 0
         start, self._pool_next = self._pool_next, self._pool_next + count
         return self._pool[start : self._pool_next]
 
@@ -228,8 +219,11 @@ class KinetixEnv(EnvBase):
         """TorchRL's ``maybe_reset`` without reading ``done`` on the host: environments whose
         ``tensordict["done"]`` is set start a new episode, the others keep their entries. For
         rollout loops on CUDA; fixed levels and banks need no host sync (a level sampler reads
-        the mask to count the levels it hands out)."""
+        the mask to count the levels it hands out). On the CPU, where reading the mask is free,
+        a step where no episode ended skips the reset."""
         done = tensordict.get("done").reshape(self.num_envs)
+        if self.device.type == "cpu" and not done.any():
+            return tensordict
         fresh = self._reset(TensorDict({"_reset": done}, batch_size=self.batch_size, device=self.device))
         out = tensordict.clone(False)
         out.update(_select(done, fresh, tensordict.select(*fresh.keys())))
@@ -327,9 +321,10 @@ def _has_nan(state: TensorDictBase) -> torch.Tensor:
     return torch.cat(floats, dim=1).isnan().any(-1)
 
 
-def _level_bank(levels, static: StaticEnvParams | None, device):
-    """Stack the ``levels`` argument into a ``[K]`` state TensorDict on ``device``. Returns
-    ``(bank, static, env params of the first Level or None)``."""
+def _level_bank(levels, static: StaticEnvParams | None, env_params: EnvParams | None, device):
+    """Stack the ``levels`` argument into a ``[K]`` state TensorDict on ``device``, checked by
+    :func:`~kinetix_torch.validation.check_levels` under ``env_params`` (default: the first Level's).
+    Returns ``(bank, static, env params of the first Level or None)``."""
     if isinstance(levels, TensorDictBase):
         if static is None:
             raise ValueError("KinetixEnv: levels given as a TensorDict need static_env_params")
@@ -338,11 +333,12 @@ def _level_bank(levels, static: StaticEnvParams | None, device):
             raise ValueError(
                 f"KinetixEnv: a TensorDict of levels must have batch [] or [K], got {list(levels.batch_size)}"
             )
-        flat = schema.tensordict_to_flat_tensors(bank)
-        schema.validate(flat, static, tuple(bank.batch_size), where="levels TensorDict")
-        return bank.to(device), static, None
+        bank = bank.to(device)
+        check_levels(bank, static, env_params, where="levels TensorDict")
+        return bank, static, None
     loaded = _as_levels(levels)
     bank, static = level_bank_to_tensordict(loaded, device=device, static=static)
+    check_levels(bank, static, env_params or loaded[0].env_params, names=[level.name for level in loaded])
     return bank, static, loaded[0].env_params
 
 

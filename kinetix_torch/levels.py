@@ -26,11 +26,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from . import schema
 from .atomic import atomic_write_text
 from .params import EnvParams, StaticEnvParams, static_params_for_size
 from .topology import collision_matrix
+from .validation import LevelFormatError, check_levels
 
 __all__ = [
     "LevelFormatError",
@@ -56,10 +58,6 @@ _TOP_LEVEL_KEYS = ("env_state", "env_params", "static_env_params")
 _MANIFOLD_PREFIXES = ("acc_rr_manifolds", "acc_cr_manifolds", "acc_cc_manifolds")
 _INDEX_FIELDS = ("joint.a_index", "joint.b_index", "thruster.object_index")
 _PADDED_DIMS = ("P", "C", "J", "T")
-
-
-class LevelFormatError(ValueError):
-    """A level file or state is malformed; the message names the file (or ``<dict>``) and the field."""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -328,65 +326,22 @@ def save_level(
 # Validation
 
 
-@dataclass(frozen=True)
-class _RangeCheck:
-    key: str
-    active_key: str
-    low: int
-    high: Callable[[StaticEnvParams, EnvParams], int]
-    """Exclusive upper bound."""
-    high_name: str
-
-
-_RANGE_CHECKS = (
-    _RangeCheck("joint.a_index", "joint.active", 0, lambda s, p: s.num_shapes, "num_shapes"),
-    _RangeCheck("joint.b_index", "joint.active", 0, lambda s, p: s.num_shapes, "num_shapes"),
-    _RangeCheck("thruster.object_index", "thruster.active", 0, lambda s, p: s.num_shapes, "num_shapes"),
-    _RangeCheck(
-        "polygon.n_vertices", "polygon.active", 3, lambda s, p: s.max_polygon_vertices + 1, "max_polygon_vertices + 1"
-    ),
-    _RangeCheck("polygon_shape_roles", "polygon.active", 0, lambda s, p: p.num_shape_roles, "num_shape_roles"),
-    _RangeCheck("circle_shape_roles", "circle.active", 0, lambda s, p: p.num_shape_roles, "num_shape_roles"),
-    _RangeCheck("motor_bindings", "joint.active", 0, lambda s, p: s.num_motor_bindings, "num_motor_bindings"),
-    _RangeCheck(
-        "thruster_bindings", "thruster.active", 0, lambda s, p: s.num_thruster_bindings, "num_thruster_bindings"
-    ),
-)
-"""Integer fields whose values must lie in ``[low, high)`` in active slots (inactive slots may hold anything)."""
-
-
 def validate_level(
     state: Mapping[str, np.ndarray], static: StaticEnvParams, where: str = "state", env_params: EnvParams | None = None
 ) -> None:
-    """Check a flat numpy state (optionally with leading batch dims) for shapes, dtypes and ranges.
-
-    On top of :func:`schema.validate`: joint and thruster indices, polygon vertex counts, roles and
-    bindings of active slots must be in range, and float fields must be finite.
-    """
-    env_params = env_params or EnvParams()
+    """Check a flat numpy state (optionally with leading batch dims) by the rules of
+    :mod:`kinetix_torch.validation`: fields, shapes and dtypes, then every level rule. Errors start
+    with ``where`` (with `` level i`` for batched states)."""
     batch_shape = tuple(np.shape(state["timestep"])) if "timestep" in state else ()
     try:
         schema.validate(state, static, batch_shape, where=where)
     except ValueError as e:
         raise LevelFormatError(str(e)) from None
-    for check in _RANGE_CHECKS:
-        values = np.asarray(state[check.key])
-        high = check.high(static, env_params)
-        bad = np.asarray(state[check.active_key]) & ((values < check.low) | (values >= high))
-        if bad.any():
-            index = tuple(int(i) for i in np.argwhere(bad)[0])
-            raise LevelFormatError(
-                f"{where}: {check.key}{list(index)} = {values[index]} in an active slot is outside "
-                f"[{check.low}, {high}) ({check.high_name} = {high})"
-            )
-    for f in schema.FIELDS:
-        if f.dtype.kind == "f":
-            finite = np.isfinite(np.asarray(state[f.key]))
-            if not finite.all():
-                index = tuple(int(i) for i in np.argwhere(~finite)[0])
-                raise LevelFormatError(
-                    f"{where}: {f.key}{list(index)} is {np.asarray(state[f.key])[index]}; NaN/inf not allowed"
-                )
+    rows = int(np.prod(batch_shape))
+    flat = {
+        k: torch.tensor(np.asarray(v)).reshape((rows,) + schema.field_shape(k, static)) for k, v in state.items()
+    }
+    check_levels(flat, static, env_params, where=where, names=None if batch_shape else [where])
 
 
 # --------------------------------------------------------------------------------------------------

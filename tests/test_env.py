@@ -273,9 +273,9 @@ def test_truncation_at_max_timesteps(handmade_s):
 
 def test_nan_state_terminates_without_crashing(handmade_s):
     bank = kinetix_torch.make_env("blind", "continuous", "s", levels=handmade_s).level_bank.clone()
-    bank["polygon", "velocity"][0, 4] = float("nan")
     options = dict(observation_type="symbolic_flat", action_type="continuous", static_env_params=STATIC_S, seed=0)
     env = KinetixEnv(bank, num_envs=BATCH, **options)
+    env.level_bank["polygon", "velocity"][0, 4] = float("nan")  # past the level checks, which reject NaN
     env.reset()
     nan_rows = env.state["polygon", "velocity"].isnan().flatten(1).any(-1)
     assert nan_rows.any() and not nan_rows.all()

@@ -290,19 +290,21 @@ ERROR_CASES = {
     ),
     "int for bool": (_set("env_state.joint.0.active", 1), r"env_state\.joint\[0\]\.active: expected true/false"),
     "joint index out of range": (
-        _both(_set("env_state.joint.0.active", True), _set("env_state.joint.0.b_index", 7)),
-        r"joint\.b_index\[0\] = 7 in an active slot is outside \[0, 7\)",
+        _both(_set("env_state.joint.0.active", True), _set("env_state.joint.0.a_index", 6),
+              _set("env_state.joint.0.b_index", 7)),
+        r"joint\.b_index\[0\] = 7: expected the index of an active shape, in \[0, 7\)",
     ),
     "thruster index negative": (_set("env_state.thruster.0.object_index", -1), r"thruster\.object_index\[0\] = -1"),
     "two-vertex polygon": (_set("env_state.polygon.0.n_vertices", 2), r"polygon\.n_vertices\[0\] = 2.*\[3, 5\)"),
     "role out of range": (_set("env_state.circle.0.role", 4), r"circle_shape_roles\[0\] = 4.*num_shape_roles"),
     "motor binding out of range": (
-        _both(_set("env_state.joint.0.active", True), _set("env_state.joint.0.motor_binding", 4)),
+        _both(_set("env_state.joint.0.active", True), _set("env_state.joint.0.a_index", 6),
+              _set("env_state.joint.0.motor_binding", 4)),
         r"motor_bindings\[0\] = 4.*num_motor_bindings",
     ),
     "thruster binding out of range": (_set("env_state.thruster.0.thruster_binding", 2), r"thruster_bindings\[0\] = 2"),
-    "nan": (_set("env_state.polygon.4.friction", float("nan")), r"polygon\.friction\[4\] is nan"),
-    "inf": (_set("env_state.circle.0.velocity.1", float("inf")), r"circle\.velocity\[0, 1\] is inf"),
+    "nan": (_set("env_state.polygon.4.friction", float("nan")), r"polygon\.friction\[4\] = nan: expected a finite"),
+    "inf": (_set("env_state.circle.0.velocity.1", float("inf")), r"circle\.velocity\[0, 1\] = inf: expected a finite"),
 }
 
 
@@ -317,7 +319,8 @@ def test_malformed_dict_names_the_field(base_dict, case):
 def test_inactive_slots_are_not_range_checked(base_dict):
     _set("env_state.thruster.0.active", False)(base_dict)
     _set("env_state.thruster.0.thruster_binding", 3)(base_dict)  # as in some shared M levels
-    load_level(base_dict)
+    state = load_level(base_dict).state
+    assert not state["thruster.active"][0] and state["thruster_bindings"][0] == 3, "the stored slot is kept as is"
 
 
 def test_malformed_file_names_the_file(tmp_path, levels_dir, base_dict):
@@ -334,7 +337,9 @@ def test_malformed_file_names_the_file(tmp_path, levels_dir, base_dict):
         load_level(mutated)
     nan_file = tmp_path / "nan.json"
     nan_file.write_text((levels_dir / BASE_LEVEL).read_text().replace('"friction": 1.0', '"friction": NaN', 1))
-    with pytest.raises(LevelFormatError, match=rf"^{re.escape(str(nan_file))}: polygon\.friction\[0\] is nan"):
+    with pytest.raises(
+        LevelFormatError, match=rf"^{re.escape(str(nan_file))}: polygon\.friction\[0\] = nan: expected a finite"
+    ):
         load_level(nan_file)
 
 

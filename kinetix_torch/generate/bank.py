@@ -21,6 +21,7 @@ from .. import levels as level_files
 from .. import schema
 from ..atomic import atomic_write
 from ..params import EnvParams, StaticEnvParams
+from ..validation import check_levels
 from .batch import to_flat
 
 __all__ = ["save_bank", "load_bank", "save_level_json", "load_level_json"]
@@ -30,12 +31,12 @@ _PARAM_KEYS = ("__static_env_params__", "__env_params__")
 
 
 def save_bank(path, levels, static: StaticEnvParams, env_params: EnvParams | None = None) -> None:
-    """Write a batch of levels (TensorDict, batch ``[B]``) to ``path`` (``.pt`` or ``.npz``)."""
+    """Write a batch of levels (TensorDict, batch ``[B]``) to ``path`` (``.pt`` or ``.npz``), after
+    checking them by :func:`kinetix_torch.validation.check_levels`."""
     path = Path(path)
     env_params = env_params or EnvParams()
     flat = {k: v.detach().cpu() for k, v in to_flat(levels).items()}
-    batch = flat["timestep"].shape[:1]
-    schema.validate(flat, static, batch, where=f"bank {path}")
+    check_levels(flat, static, env_params, where=f"bank {path}")
     if path.suffix == ".pt":
         payload = {"format_version": FORMAT_VERSION, "static_env_params": static.to_dict(),
                    "env_params": env_params.to_dict(), "levels": flat}
@@ -54,7 +55,8 @@ def save_bank(path, levels, static: StaticEnvParams, env_params: EnvParams | Non
 
 
 def load_bank(path, device=None):
-    """Read a bank written by :func:`save_bank`. Returns ``(levels, static, env_params)``."""
+    """Read a bank written by :func:`save_bank` and check its levels by
+    :func:`kinetix_torch.validation.check_levels`. Returns ``(levels, static, env_params)``."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"bank {path}: no such file")
@@ -87,8 +89,8 @@ def load_bank(path, device=None):
         flat = {k: torch.from_numpy(v) for k, v in arrays.items()}
     else:
         raise ValueError(f"bank {path}: unknown suffix {path.suffix!r}; expected '.pt' or '.npz'")
-    batch = flat["timestep"].shape[:1] if "timestep" in flat else ()
-    schema.validate(flat, static, batch, where=f"bank {path}")
+    check_levels(flat, static, env_params, where=f"bank {path}")
+    batch = flat["timestep"].shape[:1]
     ordered = {f.key: flat[f.key] for f in schema.FIELDS}
     return schema.to_tensordict(ordered, batch, device=device), static, env_params
 

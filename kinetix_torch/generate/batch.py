@@ -18,22 +18,14 @@ import math
 import torch
 
 from .. import schema
+from ..bodies import Flat, dynamic_mask, shape_field, shape_roles, to_flat  # noqa: F401 (the generator's helpers)
 from ..params import StaticEnvParams
-
-Flat = dict  # {dotted schema key: tensor with a leading batch dim}
 
 MANIFOLD_PREFIXES = ("acc_rr_manifolds", "acc_cr_manifolds", "acc_cc_manifolds")
 ROLE_KEYS = {"polygon": "polygon_shape_roles", "circle": "circle_shape_roles"}
 
 
 # --- conversion ---------------------------------------------------------------------------------
-
-
-def to_flat(levels) -> Flat:
-    """TensorDict (batch ``[B]``) or flat mapping -> flat dict (no copies)."""
-    if hasattr(levels, "batch_size"):
-        return schema.tensordict_to_flat_tensors(levels)
-    return dict(levels)
 
 
 def to_levels(flat: Flat, static: StaticEnvParams):
@@ -101,16 +93,6 @@ def write_body(flat: Flat, is_polygon, polygon_slot, circle_slot, values: dict, 
             write(flat, key, slot, value, where & chosen)
 
 
-def shape_field(flat: Flat, name: str) -> torch.Tensor:
-    """``(B, N, ...)``: a body field over the global shape index (polygons, then circles)."""
-    polygon, circle = flat[f"polygon.{name}"], flat[f"circle.{name}"]
-    return torch.cat([polygon, circle.to(polygon.dtype)], dim=1)
-
-
-def shape_roles(flat: Flat) -> torch.Tensor:
-    return torch.cat([flat["polygon_shape_roles"], flat["circle_shape_roles"]], dim=1)
-
-
 def gather_slot(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """``values[b, index[b]]`` for ``values`` of shape ``(B, S, ...)``."""
     index = index.long().clamp(0, values.shape[1] - 1)
@@ -127,12 +109,6 @@ def select_shape(flat: Flat, index: torch.Tensor, names=("position", "rotation",
 def first_free(active: torch.Tensor) -> torch.Tensor:
     """Index of the first inactive slot (0 when all are taken), as upstream's ``argmin(active)``."""
     return torch.argmin(active.to(torch.uint8), dim=1)
-
-
-def dynamic_mask(flat: Flat, static: StaticEnvParams) -> torch.Tensor:
-    """``(B, N)``: active shapes other than the static scene pieces."""
-    active = shape_field(flat, "active")
-    return active & (torch.arange(static.num_shapes, device=active.device) >= static.num_static_fixated_polys)
 
 
 def num_free(active: torch.Tensor) -> torch.Tensor:

@@ -1,10 +1,6 @@
-"""Batched torch geometry for level generation: mass and inertia, the collision matrix, and
-contact counts of one shape against a scene (which placement proposals are ranked by).
-
-Mass and inertia follow Jax2D exactly as :mod:`kinetix_torch.reference_jax.scene` documents:
-polygon area as a fan of triangles from vertex 0 (each base x height / 2), centre at the vertex
-mean, inertia as the sum of the |moments| of origin-edge triangles where edge i runs to vertex
-``(i + 1) % V`` of the V vertex *slots*; discs ``pi r^2`` and ``pi r^4 / 4``.
+"""Batched torch geometry for level generation: the collision matrix, and contact counts of one
+shape against a scene (which placement proposals are ranked by). Mass and inertia live in
+:mod:`kinetix_torch.bodies` (shared with the level validator).
 
 Contacts follow the reference engine's manifold generators (:mod:`..reference_jax.collision`):
 separating axes with reference/incident faces for polygon pairs (one or two contact points),
@@ -17,23 +13,22 @@ import math
 
 import torch
 
+from ..bodies import (  # noqa: F401 (mass and inertia are used through this module by the generator)
+    Flat,
+    circle_inverse_inertia,
+    circle_inverse_mass,
+    polygon_inverse_inertia,
+    polygon_inverse_mass,
+    recalculate_mass_and_inertia,
+    shape_field,
+)
+from ..bodies import cross as _cross
+from ..bodies import nonzero as _nonzero
+from ..bodies import norm as _norm
 from ..params import StaticEnvParams
 from ..topology import collision_matrix
-from .batch import Flat, shape_field
 
 REFERENCE_FACE_BIAS = 0.01
-
-
-def _nonzero(x):
-    return torch.where(x == 0, torch.ones_like(x), x)
-
-
-def _cross(a, b):
-    return a[..., 0] * b[..., 1] - a[..., 1] * b[..., 0]
-
-
-def _norm(v):
-    return torch.sqrt((v * v).sum(-1))
 
 
 def rotate(angle, v):
@@ -45,63 +40,6 @@ def rotate(angle, v):
 def unrotate(angle, v):
     c, s = torch.cos(angle), torch.sin(angle)
     return torch.stack([c * v[..., 0] + s * v[..., 1], -s * v[..., 0] + c * v[..., 1]], dim=-1)
-
-
-# --- mass and inertia ---------------------------------------------------------------------------
-
-
-def polygon_inverse_mass(vertices, n_vertices, density):
-    """``(inverse mass, vertex-mean centre)`` of polygons ``(..., V, 2)`` at ``density``."""
-    max_vertices = vertices.shape[-2]
-    v0 = vertices[..., 0, :]
-    area = torch.zeros(vertices.shape[:-2], dtype=vertices.dtype, device=vertices.device)
-    for i in range(max_vertices - 2):
-        base = vertices[..., i + 1, :] - v0
-        width = _norm(base)
-        along = base / _nonzero(width)[..., None]
-        apex = vertices[..., i + 2, :]
-        foot = v0 + ((apex - v0) * along).sum(-1, keepdim=True) * along
-        area = area + torch.where(i < n_vertices - 2, width * _norm(apex - foot) / 2.0, 0.0)
-    live = (torch.arange(max_vertices, device=vertices.device) < n_vertices[..., None])[..., None]
-    centre = (vertices * live).sum(-2) / n_vertices[..., None].to(vertices.dtype)
-    return 1.0 / _nonzero(area * density), centre
-
-
-def polygon_inverse_inertia(vertices, n_vertices, density):
-    max_vertices = vertices.shape[-2]
-    total = torch.zeros(vertices.shape[:-2], dtype=vertices.dtype, device=vertices.device)
-    for i in range(max_vertices):
-        p0, p1 = vertices[..., i, :], vertices[..., (i + 1) % max_vertices, :]
-        moment = (0.25 * _cross(p1, p0) / 3.0) * ((p1 * p1).sum(-1) + (p0 * p1).sum(-1) + (p0 * p0).sum(-1))
-        total = total + torch.where(i < n_vertices, moment.abs(), 0.0)
-    return 1.0 / _nonzero(total * density)
-
-
-def circle_inverse_mass(radius, density):
-    return 1.0 / _nonzero(radius * radius * math.pi * density)
-
-
-def circle_inverse_inertia(radius, density):
-    return 1.0 / _nonzero(math.pi * radius**4 / 4 * density)
-
-
-def recalculate_mass_and_inertia(flat: Flat) -> None:
-    """Jax2D's ``recalculate_mass_and_inertia`` on every level: movable polygons are re-centred on
-    their vertex mean, then inverse masses and inertias are recomputed from the densities; zero
-    (fixated) values stay zero. Replaces the entries of ``flat``."""
-    vertices, n_vertices = flat["polygon.vertices"], flat["polygon.n_vertices"]
-    movable = flat["polygon.inverse_mass"] != 0
-    inverse_mass, centre = polygon_inverse_mass(vertices, n_vertices, flat["polygon_densities"])
-    shift = torch.where(movable[..., None], centre, 0.0)
-    flat["polygon.position"] = flat["polygon.position"] + shift
-    flat["polygon.vertices"] = vertices - shift[..., None, :]
-    flat["polygon.inverse_mass"] = inverse_mass * movable
-    inertia = polygon_inverse_inertia(flat["polygon.vertices"], n_vertices, flat["polygon_densities"])
-    flat["polygon.inverse_inertia"] = inertia * (flat["polygon.inverse_inertia"] != 0)
-    circle_movable = flat["circle.inverse_mass"] != 0
-    radius, density = flat["circle.radius"], flat["circle_densities"]
-    flat["circle.inverse_mass"] = circle_inverse_mass(radius, density) * circle_movable
-    flat["circle.inverse_inertia"] = circle_inverse_inertia(radius, density) * circle_movable
 
 
 def recalculate_collision_matrix(flat: Flat, static: StaticEnvParams) -> None:
