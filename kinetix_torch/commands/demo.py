@@ -1,120 +1,314 @@
-"""The default job until training lands: build a small level, simulate it, write a GIF and metrics.
+"""``kinetix-torch demo``, the README's main job: train PPO on a small shipped level, on the CPU, in
+a few minutes; evaluate the agent and random actions; draw the learning curve and a GIF.
 
-The level (``car_hop``, size M) is designed here: a green two-wheeled car with motors and an
-upward thruster must reach the blue platform at the right without touching the red ball on the
-floor in the middle. The controller is a fixed open-loop policy (drive right, fire the thruster to hop over
-the red block). Physics runs through :func:`kinetix_torch.engine.step` on the JAX reference
-backend; reward events are upstream's contact rule.
+The level, ``thruster_hop`` (size S, designed here, shipped as
+``kinetix_torch/assets/levels/thruster_hop.json``): a green block on the floor carries a thruster
+that pushes up and to the right at twice the block's weight. A red ball sits on the floor in the
+middle, a larger blue ball beyond it. The agent must fire long enough to lift the block over the red
+ball and then cut the thrust so that it falls onto the blue one: thrusting too briefly drops it on
+the red ball, thrusting throughout flies it past the blue ball into the corner, and random actions
+(thrust half the time) never lift it off the floor before it slides into the red ball.
+
+Training runs in chunks of a few PPO updates, each resuming the run, and stops once the training
+solve rate stays high (or at ``--total-frames``). Everything lands in ``--out`` (default
+``runs/demo``; a rerun replaces it):
+
+* ``train/``: the training run (``kinetix-torch train``'s layout: ``checkpoint/``, ``metrics.jsonl``, ``tb/``);
+* ``eval.json`` / ``eval.csv``: the trained policy, ``--attempts`` stochastic attempts;
+* ``eval_random.json`` / ``eval_random.csv``: random actions on the same level, for comparison;
+* ``episode.gif``: the trained agent playing the level (its first solved attempt);
+* ``learning_curve.png``: training solve rate and episode return against frames;
+* ``summary.json``: wall time, frames, solve rates.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-import imageio.v2 as imageio
 import numpy as np
-import torch
+from PIL import Image, ImageDraw
 
-from .. import engine, levels, schema
-from ..actions import process_actions
-from ..observations.pixels import render_rgb_uint8
+from ..atomic import atomic_write, atomic_write_text
+from ..levels import Level
 from ..params import EnvParams, static_params_for_size
-from ..rewards import substep_rewards
 from ..schema import BLUE, GREEN, RED
+from .render import default_font, save_episode
+
+LEVELS_DIR = Path(__file__).resolve().parents[1] / "assets" / "levels"
+DEMO_LEVEL = LEVELS_DIR / "thruster_hop.json"
+"""The shipped level (written by :func:`thruster_hop_level`)."""
 
 
 @dataclass
-class DemoConfig:
+class Args:
+    """Train PPO on the shipped thruster_hop level (size S) on the CPU, evaluate the agent against
+    random actions, and write the checkpoint, metrics, eval tables, a GIF and the learning curve."""
+
     out: Path = Path("runs/demo")
-    """Folder for ``rollout.gif``, ``metrics.json`` and the level's JSON."""
-    env_steps: int = 120
-    """Env steps to simulate (each is ``frame_skip`` engine steps)."""
-    gif_every: int = 2
-    """Keep every n-th env step in the GIF."""
-    hop_at: int = 22
-    """Env step at which the controller fires the thruster."""
-    hop_steps: int = 6
-    """How many env steps the thruster fires."""
+    """Output folder (a rerun replaces what it holds)."""
+    level: Path = DEMO_LEVEL
+    """Level to train and evaluate on."""
+    total_frames: int = 300_000
+    """Most env steps to train for, over all envs (training stops earlier once solved, see stop_solve_rate)."""
+    num_envs: int = 64
+    """Environments stepped together."""
+    num_steps: int = 64
+    """Steps per environment per rollout."""
+    update_epochs: int = 4
+    """Passes over each rollout."""
+    num_minibatches: int = 4
+    """Minibatches per pass."""
+    lr: float = 3e-4
+    """Adam learning rate."""
+    stop_solve_rate: float | None = 0.95
+    """Stop training once the training solve rate reaches this in each of the last stop_window
+    updates (checked every check_every updates); None trains for total_frames."""
+    stop_window: int = 3
+    """Updates the stop rule looks back over."""
+    check_every: int = 2
+    """Updates between checks of the stop rule (each check ends a chunk; the next resumes the run)."""
+    attempts: int = 20
+    """Evaluation attempts (episodes) of the trained policy and of random actions."""
+    gif_tries: int = 5
+    """Attempts recorded at most while looking for a solved one to put in the GIF."""
+    seed: int = 0
+    """Seed of training, evaluation and the GIF's attempts."""
+    device: str = "cpu"
+    """Torch device (the demo is meant for the CPU)."""
+    progress: bool = True
+    """Print a line of training progress every check_every updates."""
 
 
-def car_hop_level():
-    """Build the demo level (size M) with the reference engine's scene functions. Returns
-    ``(flat numpy state, static params)``."""
+# --------------------------------------------------------------------------------------------------
+# The level
+
+FLOOR_TOP = 0.4
+"""Height of the empty scene's floor surface."""
+
+
+def _box(width: float, height: float) -> list[list[float]]:
+    """A centred rectangle's vertices in upstream's (clockwise) order."""
+    w, h = width / 2, height / 2
+    return [[-w, h], [w, h], [w, -h], [-w, -h]]
+
+
+def thruster_hop_level() -> Level:
+    """Build the demo level (see the module docstring) with the reference engine's scene functions."""
+    from .. import schema
     from ..reference_jax import scene
 
-    static = static_params_for_size("m")
+    static = static_params_for_size("s")
+    params = EnvParams()
     state = scene.empty_scene(static)
-    chassis_shape = [[-0.4, 0.08], [0.4, 0.08], [0.4, -0.08], [-0.4, -0.08]]
-    state, chassis = scene.add_polygon(state, static, (1.0, 0.95), chassis_shape, role=GREEN)
-    for x in (-0.28, 0.28):
-        state, wheel = scene.add_circle(state, static, (1.0 + x, 0.7), 0.18, role=GREEN)
-        state, _ = scene.add_revolute_joint(state, static, chassis, wheel, (x, -0.25), (0.0, 0.0), motor_on=True)
-    state, _ = scene.add_thruster(state, static, chassis, (0.0, 0.0), np.pi / 3, power=1.5)
-    state, _ = scene.add_circle(state, static, (2.6, 0.55), 0.15, fixated=True, role=RED)
-    platform = [[-0.4, 0.1], [0.4, 0.1], [0.4, -0.1], [-0.4, -0.1]]
-    state, _ = scene.add_polygon(state, static, (4.2, 0.5), platform, fixated=True, role=BLUE)
-    return {k: np.asarray(v) for k, v in schema.flatten(state).items()}, static
+    width, height = 0.4, 0.3
+    state, block = scene.add_polygon(state, static, (0.6, FLOOR_TOP + height / 2), _box(width, height), role=GREEN)
+    weight = width * height * 9.81  # density 1
+    thrust = 2.0 * weight / params.base_thruster_power
+    state, _ = scene.add_thruster(state, static, block, (0.0, 0.0), 1.2, power=thrust)  # 1.2 rad: up and right
+    state, _ = scene.add_circle(state, static, (2.0, FLOOR_TOP + 0.35), 0.35, fixated=True, role=RED)
+    state, _ = scene.add_circle(state, static, (3.7, FLOOR_TOP + 0.5), 0.5, fixated=True, role=BLUE)
+    flat = {key: np.asarray(value) for key, value in schema.flatten(state).items()}
+    return Level(flat, static, params, "thruster_hop")
 
 
-def controller(step: int, cfg: DemoConfig) -> np.ndarray:
-    """Raw multi-slot action: motor slot 0 drives the wheel right (negative spin), thruster slot 0 hops."""
-    action = np.zeros(6, np.float32)
-    action[0] = -1.0
-    action[4] = 1.0 if cfg.hop_at <= step < cfg.hop_at + cfg.hop_steps else 0.0
-    return action
+# --------------------------------------------------------------------------------------------------
+# The job
+
+MARKER = ".kinetix-demo"
+"""File that marks a folder as a demo's output (so that a rerun may replace its training run)."""
 
 
-def _frame(td, static, params) -> np.ndarray:
-    """GIF frame of the first environment: upstream's pixel observation, upright, at 2x."""
-    return render_rgb_uint8(td[:1], static, params, scale=2)[0].cpu().numpy()
+def train_until_solved(args: Args, run_dir: Path):
+    """PPO on the level in chunks of ``check_every`` updates (each chunk resumes the run), until the
+    training solve rate reaches ``stop_solve_rate`` in each of the last ``stop_window`` updates or
+    ``total_frames`` are spent. Returns the last chunk's :class:`~kinetix_torch.train.ppo.TrainResult`."""
+    from ..train.config import TrainConfig
+    from ..train.ppo import train
+
+    config = TrainConfig(
+        levels=[args.level],
+        env_size="s",
+        obs="symbolic_flat",
+        action="multi_discrete",
+        num_envs=args.num_envs,
+        num_steps=args.num_steps,
+        update_epochs=args.update_epochs,
+        num_minibatches=args.num_minibatches,
+        lr=args.lr,
+        seed=args.seed,
+        device=args.device,
+        out=run_dir,
+        checkpoint_every=args.check_every,
+        progress=False,
+    )
+    chunk = args.check_every * config.frames_per_update
+    result = None
+    while result is None or (result.frames + config.frames_per_update <= args.total_frames and not _solved(run_dir, args)):
+        frames = min((result.frames if result else 0) + chunk, args.total_frames)
+        result = train(replace(config, total_frames=frames, resume=run_dir if result else None))
+        if args.progress and result.last_metrics:
+            m = result.last_metrics
+            print(
+                f"frames {m['frames']:>8,}  training solve rate {_text(m['solve_rate'])}  "
+                f"return {_text(m['episode_return'])}  {m['fps']:.0f} frames/s",
+                flush=True,
+            )
+    return result
 
 
-def run_demo(cfg: DemoConfig) -> dict:
-    cfg.out.mkdir(parents=True, exist_ok=True)
-    flat, static = car_hop_level()
-    params = EnvParams(dense_reward_scale=0.1)
-    levels.save_level(cfg.out / "car_hop.json", flat, static, params)
+def _solved(run_dir: Path, args: Args) -> bool:
+    if args.stop_solve_rate is None:
+        return False
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()[-args.stop_window :]
+    rates = [json.loads(line)["solve_rate"] for line in lines]
+    return len(rates) == args.stop_window and all(r is not None and r >= args.stop_solve_rate for r in rates)
 
-    td = schema.to_tensordict({k: v[None] for k, v in flat.items()}, (1,))
-    frames, events, engine_steps = [_frame(td, static, params)], [], 0
+
+def _text(value) -> str:
+    return "  n/a" if value is None else f"{value:5.2f}"
+
+
+def _prepare_out(out: Path) -> Path:
+    """``out/train``, empty: an earlier demo's training run there is removed; anything else is an error."""
+    run_dir = out / "train"
+    if run_dir.exists():
+        if not (out / MARKER).exists():
+            raise FileExistsError(f"{run_dir} exists and is not a demo's output; pick another --out")
+        shutil.rmtree(run_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MARKER).touch()
+    return run_dir
+
+
+def run_demo(args: Args) -> dict:
+    """Train, evaluate, render and plot; returns the summary written to ``summary.json``."""
+    from ..train.checkpoint import load_policy
+    from ..train.evaluate import evaluate, record_episode
+
     start = time.perf_counter()
-    for t in range(cfg.env_steps):
-        action = process_actions(torch.from_numpy(controller(t, cfg))[None], td, static, "continuous")
-        td, info = engine.step(td, action, params, static, backend="jax")
-        engine_steps += static.frame_skip
-        rewards = substep_rewards(info)[0]
-        if rewards.any():
-            events.append({"env_step": t, "reward": int(rewards[rewards != 0][0])})
-        if t % cfg.gif_every == 0:
-            frames.append(_frame(td, static, params))
-        if events:
+    out = args.out
+    run_dir = _prepare_out(out)
+    result = train_until_solved(args, run_dir)
+    train_seconds = time.perf_counter() - start
+
+    trained = load_policy(result.checkpoint, device=args.device)
+    common = dict(
+        observation_type=trained.observation_type,
+        action_type=trained.action_type,
+        env_size=trained.static_env_params,
+        env_params=trained.env_params,
+        device=args.device,
+    )
+    policy, primer = trained.actor_critic.policy, trained.actor_critic.make_primer()
+    eval_seed = args.seed + 1  # not the seed of any training rollout
+    report = evaluate(
+        policy, [args.level], attempts=args.attempts, seed=eval_seed, primer=primer, policy_name="trained policy", **common
+    )
+    baseline = evaluate(None, [args.level], attempts=args.attempts, seed=eval_seed, **common)
+    for name, table in (("eval", report), ("eval_random", baseline)):
+        table.write_json(out / f"{name}.json")
+        table.write_csv(out / f"{name}.csv")
+
+    for attempt in range(args.gif_tries):
+        episode = record_episode(policy, args.level, seed=eval_seed + attempt, primer=primer, **common)
+        if episode.outcome == "solved":
             break
-    elapsed = time.perf_counter() - start
-    imageio.mimsave(cfg.out / "rollout.gif", frames, duration=1000 * params.dt * static.frame_skip * cfg.gif_every, loop=0)
-    final = schema.tensordict_to_numpy(td)
-    metrics = {
-        "level": "car_hop (size m, designed in kinetix_torch.demo)",
-        "backend": "jax",
-        "env_steps": t + 1,
-        "engine_steps": engine_steps,
-        "engine_steps_per_second_batch1": engine_steps / elapsed,
-        "first_reward_event": events[0] if events else None,
-        "final_wheel_x": float(final["circle.position"][0, 0, 0]),
-        "finite": bool(all(np.isfinite(v).all() for v in final.values() if v.dtype.kind == "f")),
-        "config": {k: str(v) for k, v in asdict(cfg).items()},
+    save_episode(episode, out / "episode.gif", frame_ms=1000 * episode.seconds_per_step)
+    solve_rate = report.means["mean"].solve_rate
+    draw_learning_curve(
+        run_dir / "metrics.jsonl",
+        out / "learning_curve.png",
+        note=f"after training: solve rate {solve_rate:.2f} over {args.attempts} attempts",
+    )
+
+    summary = {
+        "level": str(args.level),
+        "frames": result.frames,
+        "updates": result.updates,
+        "train_seconds": round(train_seconds, 1),
+        "wall_seconds": round(time.perf_counter() - start, 1),
+        "solve_rate": solve_rate,
+        "mean_return": report.means["mean"].mean_return,
+        "random_solve_rate": baseline.means["mean"].solve_rate,
+        "random_mean_return": baseline.means["mean"].mean_return,
+        "attempts": args.attempts,
+        "gif_outcome": episode.outcome,
+        "checkpoint": str(result.checkpoint),
     }
-    (cfg.out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    return metrics
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    return {"summary": summary, "table": report.table(), "random_table": baseline.table()}
+
+
+# --------------------------------------------------------------------------------------------------
+# The learning curve
+
+
+CURVES = (("solve_rate", "training solve rate", (30, 150, 60)), ("episode_return", "episode return", (40, 90, 200)))
+"""(metrics key, panel title, line colour) of each panel, top to bottom."""
+
+
+def draw_learning_curve(metrics_path: Path, png_path: Path, note: str = "", width: int = 640, panel_height: int = 200) -> None:
+    """Plot each of :data:`CURVES` against frames from a run's ``metrics.jsonl`` into a PNG, with a
+    dotted line at a solve rate of 0.9 and ``note`` under the plots."""
+    rows = [json.loads(line) for line in Path(metrics_path).read_text().splitlines() if line.strip()]
+    image = Image.new("RGB", (width, panel_height * len(CURVES) + 24), "white")
+    draw = ImageDraw.Draw(image)
+    font = default_font(12)
+    max_frames = max([row["frames"] for row in rows] + [1])
+    left, right, top_pad, bottom_pad = 64, 16, 22, 24
+    for panel, (key, title, colour) in enumerate(CURVES):
+        points = [(row["frames"], row[key]) for row in rows if _finite(row.get(key))]
+        top = panel * panel_height + top_pad
+        bottom = (panel + 1) * panel_height - bottom_pad
+        values = [v for _, v in points] or [0.0]
+        low, high = (0.0, 1.0) if key == "solve_rate" else (min(values), max(values))
+        if high - low < 1e-6:
+            low, high = low - 0.5, high + 0.5
+
+        def xy(frames, value, top=top, bottom=bottom, low=low, high=high):
+            x = left + (width - left - right) * frames / max_frames
+            return x, bottom - (bottom - top) * (value - low) / (high - low)
+
+        draw.rectangle([left, top, width - right, bottom], outline=(120, 120, 120))
+        draw.text((left, top - 4), title, fill="black", font=font, anchor="ld")
+        for value in (low, high):
+            draw.text((left - 6, xy(0, value)[1]), f"{value:.2f}", fill="black", font=font, anchor="rm")
+        if key == "solve_rate":
+            y = xy(0, 0.9)[1]
+            for x in range(left, width - right, 6):
+                draw.line([(x, y), (x + 2, y)], fill=(150, 150, 150))
+            draw.text((left - 6, y), "0.90", fill=(120, 120, 120), font=font, anchor="rm")
+        if len(points) > 1:
+            draw.line([xy(f, v) for f, v in points], fill=colour, width=2)
+        elif points:
+            x, y = xy(*points[0])
+            draw.ellipse([x - 2, y - 2, x + 2, y + 2], fill=colour)
+        draw.text((left, bottom + 4), "0", fill="black", font=font)
+        draw.text((width - right, bottom + 4), f"{max_frames:,} frames", fill="black", font=font, anchor="ra")
+    draw.text((left, image.height - 6), note, fill="black", font=font, anchor="ld")
+    atomic_write(png_path, lambda tmp: image.save(tmp, format="PNG"))
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
 
 
 def main(argv=None) -> int:
     from .args import parse_dataclass
 
-    cfg = parse_dataclass(DemoConfig, argv, "kinetix-torch demo")
-    metrics = run_demo(cfg)
-    print(json.dumps(metrics, indent=2))
-    print(f"wrote {cfg.out / 'rollout.gif'} and {cfg.out / 'metrics.json'}")
+    args = parse_dataclass(Args, argv, "kinetix-torch demo")
+    outcome = run_demo(args)
+    summary = outcome["summary"]
+    print(outcome["table"])
+    print(outcome["random_table"])
+    print(
+        f"demo: {summary['frames']} frames in {summary['wall_seconds']:.0f} s; solve rate "
+        f"{summary['solve_rate']:.2f} (random actions {summary['random_solve_rate']:.2f}) "
+        f"over {summary['attempts']} attempts; wrote {args.out}/"
+    )
     return 0
