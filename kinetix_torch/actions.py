@@ -22,7 +22,7 @@ import torch
 
 from .params import StaticEnvParams
 
-__all__ = ["ACTION_TYPES", "process_actions", "noop_actions", "raw_action_shape", "check_raw_actions", "action_spec"]
+__all__ = ["ACTION_TYPES", "process_actions", "noop_actions", "raw_action_shape", "check_raw_actions", "action_spec", "random_actions"]
 
 ACTION_TYPES = ("continuous", "discrete", "multi_discrete")
 
@@ -132,6 +132,19 @@ def process_actions(raw: torch.Tensor, state, static: StaticEnvParams, action_ty
     motors = torch.where(state["motor_auto"], torch.ones_like(motors), motors)
     thrusters = slots[:, M:].gather(1, thruster_slot).clamp(0.0, 1.0)
     return torch.cat([motors, thrusters], dim=1)
+
+
+def random_actions(batch: int, static: StaticEnvParams, action_type: str, generator: torch.Generator) -> torch.Tensor:
+    """Uniform raw actions for ``batch`` environments drawn from ``generator`` (on its device):
+    continuous in [-1, 1), one of the discrete actions, or one choice per multi-discrete slot."""
+    _check_type(action_type)
+    shape, device = (batch,) + raw_action_shape(static, action_type), generator.device
+    if action_type == "continuous":
+        return torch.rand(shape, generator=generator, device=device) * 2.0 - 1.0
+    if action_type == "discrete":
+        return torch.randint(num_discrete_actions(static), shape, generator=generator, device=device)
+    choices = torch.tensor(slot_choices(static), device=device)
+    return (torch.rand(shape, generator=generator, device=device) * choices).long().clamp_max(choices - 1)
 
 
 def noop_actions(batch: int, static: StaticEnvParams, action_type: str, device=None) -> torch.Tensor:

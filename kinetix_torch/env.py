@@ -32,7 +32,7 @@ from torchrl.data import Categorical, Composite, Unbounded
 from torchrl.envs import EnvBase
 
 from . import engine
-from .actions import ACTION_TYPES, action_spec, check_raw_actions, process_actions
+from .actions import ACTION_TYPES, action_spec, check_raw_actions, process_actions, random_actions
 from .levels import Level, level_bank_to_tensordict, load_level
 from .observations import check_observation_type, observation_spec, observe
 from .params import EnvParams, StaticEnvParams, static_params_for_size
@@ -121,6 +121,7 @@ class KinetixEnv(EnvBase):
             env_params = env_params.replace(max_timesteps=max_timesteps)
         self.static_env_params, self.env_params = static, env_params
         self._generator = torch.Generator(device=device)
+        self._action_generator = torch.Generator(device=device)
         self._set_seed(seed)
         self._state: TensorDictBase | None = None
         self._make_specs()
@@ -155,8 +156,28 @@ class KinetixEnv(EnvBase):
         return self._state
 
     def _set_seed(self, seed: int | None) -> None:
-        """Seed the level draws; ``None`` draws a seed from torch's global generator."""
-        self._generator.manual_seed(int(torch.randint(2**62, ())) if seed is None else seed)
+        """One seed for everything random in the env: the level draws from a bank, the level
+        sampler (through its ``manual_seed(seed)`` or its ``generator``; unused sampled levels are
+        dropped) and :meth:`rand_action`. ``None`` draws a seed from torch's global generator and
+        leaves the sampler's own seed alone."""
+        if seed is not None and self.sampler is not None:
+            sampler_seed = seed + 1
+            if callable(getattr(self.sampler, "manual_seed", None)):
+                self.sampler.manual_seed(sampler_seed)
+            elif isinstance(getattr(self.sampler, "generator", None), torch.Generator):
+                self.sampler.generator.manual_seed(sampler_seed)
+            self._pool, self._pool_next = None, 0
+        seed = int(torch.randint(2**62, ())) if seed is None else seed
+        self._generator.manual_seed(seed)
+        self._action_generator.manual_seed(seed + 2)
+
+    def rand_action(self, tensordict: TensorDictBase | None = None) -> TensorDictBase:
+        """Uniform random actions from the env's own seeded generator (see :meth:`_set_seed`)."""
+        action = random_actions(self.num_envs, self.static_env_params, self.action_type, self._action_generator)
+        if tensordict is None:
+            tensordict = TensorDict({}, batch_size=self.batch_size, device=self.device)
+        tensordict.set(self.action_key, action)
+        return tensordict
 
     def _fresh_levels(self) -> TensorDictBase:
         """One new starting state per environment, from the fixed level or bank (no host sync)."""
@@ -245,6 +266,7 @@ class KinetixEnv(EnvBase):
         return {
             "state": None if self._state is None else self._state.cpu().to_dict(),
             "generator": self._generator.get_state(),
+            "action_generator": self._action_generator.get_state(),
             "pool": None if self._pool is None else self._pool.cpu().to_dict(),
             "pool_next": self._pool_next,
             "sampler": sampler_state,
@@ -264,6 +286,8 @@ class KinetixEnv(EnvBase):
             raise ValueError(f"KinetixEnv: saved state has {state.shape[0]} environments, this env has {self.num_envs}")
         self._state = state
         self._generator.set_state(saved["generator"])
+        if "action_generator" in saved:
+            self._action_generator.set_state(saved["action_generator"])
         self._pool, self._pool_next = tensordict(saved["pool"]), saved["pool_next"]
         if saved["sampler"] is not None:
             if hasattr(self.sampler, "load_state_dict"):
