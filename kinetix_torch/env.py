@@ -9,8 +9,11 @@ action encodings and observations, reward and termination), with TorchRL convent
   term ``-(distance - last_distance) * dense_reward_scale``;
 * ``terminated`` (goal or red contact, or a NaN anywhere in the state), ``truncated`` (the step
   reaches ``max_timesteps`` without terminating) and ``done`` = either, each ``(N, 1)`` bool;
-* ``goal_reached`` ``(N,)`` bool (upstream's ``info["GoalR"]``) and ``distance`` ``(N,)``
-  (``info["distance"]``; after a reset, the level's green-blue distance);
+* ``goal_reached`` ``(N, 1)`` bool (upstream's ``info["GoalR"]``): **the solve signal**, true on
+  the step where green touches blue. ``reward >= 1`` is not one: the goal step's reward is 1 plus
+  the shaping term, which can be negative;
+* ``outcome_reward`` ``(N, 1)``: the sparse part of ``reward`` (+1, -1 or 0), without shaping;
+* ``distance`` ``(N,)`` (``info["distance"]``; after a reset, the level's green-blue distance);
 * ``observation``: a tensor or TensorDict, see :mod:`kinetix_torch.observations`.
 
 Episodes start from one level, a uniform draw from a bank of levels (stacked once on the device),
@@ -113,6 +116,12 @@ class KinetixEnv(EnvBase):
         else:
             if static_env_params is None:
                 raise ValueError("KinetixEnv: a level sampler needs static_env_params")
+            sampler_static = getattr(sampler, "static", None)
+            if isinstance(sampler_static, StaticEnvParams) and _size_text(sampler_static) != _size_text(static_env_params):
+                raise ValueError(
+                    f"KinetixEnv: the level sampler makes levels of {_size_text(sampler_static)} but the env "
+                    f"has {_size_text(static_env_params)}: build the sampler with the env's size"
+                )
             self.level_bank, static, first_params = None, static_env_params, None
         env_params = env_params or first_params or EnvParams()
         if frame_skip is not None:
@@ -120,6 +129,7 @@ class KinetixEnv(EnvBase):
         if max_timesteps is not None:
             env_params = env_params.replace(max_timesteps=max_timesteps)
         self.static_env_params, self.env_params = static, env_params
+        self._closed = False
         self._generator = torch.Generator(device=device)
         self._action_generator = torch.Generator(device=device)
         self._set_seed(seed)
@@ -134,7 +144,8 @@ class KinetixEnv(EnvBase):
         self.action_spec = action_spec(self.action_type, static, batch, device)
         self.observation_spec = Composite(
             observation=observation_spec(self.observation_type, static, self.env_params, batch, device),
-            goal_reached=Categorical(2, shape=batch, dtype=torch.bool, device=device),
+            goal_reached=Categorical(2, shape=batch + (1,), dtype=torch.bool, device=device),
+            outcome_reward=Unbounded(shape=batch + (1,), dtype=torch.float32, device=device),
             distance=Unbounded(shape=batch, dtype=torch.float32, device=device),
             shape=batch,
             device=device,
@@ -147,6 +158,16 @@ class KinetixEnv(EnvBase):
 
     # --------------------------------------------------------------------------------------------
     # State and resets
+
+    def close(self, *, raise_if_closed: bool = True) -> None:
+        """Release the state and level pool; a closed env refuses to step or reset."""
+        self._closed = True
+        self._state, self._pool = None, None
+        super().close(raise_if_closed=raise_if_closed)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("KinetixEnv: this env is closed; make a new one")
 
     @property
     def state(self) -> TensorDictBase:
@@ -204,9 +225,16 @@ class KinetixEnv(EnvBase):
         return self._pool[start : self._pool_next]
 
     def _reset(self, tensordict: TensorDictBase | None = None, **kwargs) -> TensorDictBase:
+        self._check_open()
         mask = None
         if tensordict is not None and "_reset" in tensordict.keys():
-            mask = tensordict.get("_reset").reshape(self.num_envs)
+            mask = tensordict.get("_reset")
+            if mask.dtype != torch.bool or mask.numel() != self.num_envs:
+                raise ValueError(
+                    f"KinetixEnv: '_reset' must be a bool tensor of {self.num_envs} entries (shape [N, 1]), "
+                    f"got {mask.dtype} of shape {list(mask.shape)}"
+                )
+            mask = mask.reshape(self.num_envs)
         if self._state is None or mask is None:
             fresh = self._fresh_levels() if self.sampler is None else self._sampled_levels(self.num_envs)
             self._state = fresh.clone()
@@ -223,7 +251,8 @@ class KinetixEnv(EnvBase):
         return TensorDict(
             {
                 "observation": self._observe(state),
-                "goal_reached": no[:, 0],
+                "goal_reached": no,
+                "outcome_reward": torch.zeros(self.batch_size + (1,), device=self.device),
                 "distance": green_blue_distance(state, self.static_env_params),
                 "done": no,
                 "terminated": no.clone(),
@@ -299,27 +328,29 @@ class KinetixEnv(EnvBase):
     # Step
 
     def _step(self, tensordict: TensorDictBase) -> TensorDictBase:
+        self._check_open()
         static, params = self.static_env_params, self.env_params
         action = tensordict.get(self.action_key)
         check_raw_actions(action, self.num_envs, static, self.action_type, self.check_action_range)
         state = self.state
         processed = process_actions(action.to(self.device), state, static, self.action_type)
         state, info = engine.step(state, processed, params, static, backend=self.backend)
-        reward, distance, ended = combine_substeps(info)
-        goal_reached = reward > 0
+        outcome, distance, ended = combine_substeps(info)
+        goal_reached = outcome > 0
         timestep = state["timestep"] + 1
         state["timestep"] = timestep
         terminated = ended | _has_nan(state)
         truncated = (timestep >= params.max_timesteps) & ~terminated
         done = terminated | truncated
-        reward = reward + dense_shaping(distance, state["last_distance"], params.dense_reward_scale)
+        reward = outcome + dense_shaping(distance, state["last_distance"], params.dense_reward_scale)
         state["last_distance"] = torch.where(done, torch.full_like(distance, -1.0), distance)
         self._state = state
         return TensorDict(
             {
                 "observation": self._observe(state),
                 "reward": reward.unsqueeze(-1),
-                "goal_reached": goal_reached,
+                "outcome_reward": outcome.unsqueeze(-1),
+                "goal_reached": goal_reached.unsqueeze(-1),
                 "distance": distance,
                 "done": done.unsqueeze(-1),
                 "terminated": terminated.unsqueeze(-1),
@@ -328,6 +359,13 @@ class KinetixEnv(EnvBase):
             batch_size=self.batch_size,
             device=self.device,
         )
+
+
+def _size_text(static: StaticEnvParams) -> str:
+    """The sizes that fix a level's array shapes, in words."""
+    return (f"{static.num_polygons} polygons, {static.num_circles} circles, {static.num_joints} joints, "
+            f"{static.num_thrusters} thrusters, {static.max_polygon_vertices} vertices, "
+            f"{static.num_motor_bindings}/{static.num_thruster_bindings} motor/thruster bindings")
 
 
 def _select(mask: torch.Tensor, fresh: TensorDictBase, old: TensorDictBase) -> TensorDictBase:

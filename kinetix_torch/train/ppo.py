@@ -272,7 +272,7 @@ class PPO:
                 self.episode_return += td["next", "reward"].squeeze(-1)
                 self.episode_length += 1
                 finished += done.sum()
-                solved += (done & td["next", "goal_reached"]).sum()
+                solved += (done & td["next", "goal_reached"].squeeze(-1)).sum()
                 return_sum += torch.where(done, self.episode_return, 0.0).sum()
                 length_sum += torch.where(done, self.episode_length, 0).sum()
                 self.episode_return = torch.where(done, 0.0, self.episode_return)
