@@ -160,14 +160,11 @@ class KinetixEnv(EnvBase):
     # State and resets
 
     def close(self, *, raise_if_closed: bool = True) -> None:
-        """Release the state and level pool; a closed env refuses to step or reset."""
+        """Release the episodes and the level pool. As TorchRL's batched envs do after ``close()``
+        (which collectors call on shutdown), the env refuses to step until ``reset()`` starts it again."""
         self._closed = True
         self._state, self._pool = None, None
         super().close(raise_if_closed=raise_if_closed)
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise RuntimeError("KinetixEnv: this env is closed; make a new one")
 
     @property
     def state(self) -> TensorDictBase:
@@ -225,7 +222,7 @@ class KinetixEnv(EnvBase):
         return self._pool[start : self._pool_next]
 
     def _reset(self, tensordict: TensorDictBase | None = None, **kwargs) -> TensorDictBase:
-        self._check_open()
+        self._closed = False
         mask = None
         if tensordict is not None and "_reset" in tensordict.keys():
             mask = tensordict.get("_reset")
@@ -328,7 +325,8 @@ class KinetixEnv(EnvBase):
     # Step
 
     def _step(self, tensordict: TensorDictBase) -> TensorDictBase:
-        self._check_open()
+        if self._closed:
+            raise RuntimeError("KinetixEnv: this env was closed; call reset() to start it again")
         static, params = self.static_env_params, self.env_params
         action = tensordict.get(self.action_key)
         check_raw_actions(action, self.num_envs, static, self.action_type, self.check_action_range)

@@ -72,9 +72,11 @@ def test_bad_reset_masks_and_closed_envs_are_refused(levels_dir):
     env.reset()
     with pytest.raises(ValueError, match="'_reset' must be a bool tensor of 8 entries"):
         env.reset(TensorDict({"_reset": torch.ones(8, 1)}, batch_size=[8]))
+    td = env.rand_action(env.reset())
     env.close()
-    with pytest.raises(RuntimeError, match="closed"):
-        env.reset()
+    with pytest.raises(RuntimeError, match="closed; call reset"):
+        env.step(td)
+    env.step(env.rand_action(env.reset()))  # reset starts it again, as TorchRL's batched envs
 
 
 def test_max_timesteps_must_be_a_positive_int(levels_dir):
