@@ -1,13 +1,13 @@
 """``kinetix-torch demo``, the README's main job: train PPO on a small shipped level, on the CPU, in
 a few minutes; evaluate the agent and random actions; draw the learning curve and a GIF.
 
-The level, ``thruster_hop`` (size S, designed here, shipped as
-``kinetix_torch/assets/levels/thruster_hop.json``): a green block on the floor carries a thruster
-that pushes up and to the right at twice the block's weight. A red ball sits on the floor in the
-middle, a larger blue ball beyond it. The agent must fire long enough to lift the block over the red
-ball and then cut the thrust so that it falls onto the blue one: thrusting too briefly drops it on
-the red ball, thrusting throughout flies it past the blue ball into the corner, and random actions
-(thrust half the time) never lift it off the floor before it slides into the red ball.
+The level, ``glide_to_blue`` (size S, designed here, shipped as
+``kinetix_torch/assets/levels/glide_to_blue.json``): a green block starts in the air just above a
+red ball and carries a thruster that pushes up and to the right with 1.6 times the block's weight.
+A blue ball floats at mid-height on the right. Without thrust the block drops onto the red ball;
+thrusting throughout climbs past the blue ball into the top-right corner; the agent must climb away
+from the red ball and then ease off so that it glides into the blue one. Random actions (thrust
+half the time) mostly sink onto the red ball or the floor and rarely reach blue.
 
 Training runs in chunks of a few PPO updates, each resuming the run, and stops once the training
 solve rate stays high (or at ``--total-frames``). Everything lands in ``--out`` (default
@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -40,13 +41,13 @@ from ..schema import BLUE, GREEN, RED
 from .render import default_font, save_episode
 
 LEVELS_DIR = Path(__file__).resolve().parents[1] / "assets" / "levels"
-DEMO_LEVEL = LEVELS_DIR / "thruster_hop.json"
-"""The shipped level (written by :func:`thruster_hop_level`)."""
+DEMO_LEVEL = LEVELS_DIR / "glide_to_blue.json"
+"""The shipped level (written by :func:`glide_to_blue_level`)."""
 
 
 @dataclass
 class Args:
-    """Train PPO on the shipped thruster_hop level (size S) on the CPU, evaluate the agent against
+    """Train PPO on the shipped glide_to_blue level (size S) on the CPU, evaluate the agent against
     random actions, and write the checkpoint, metrics, eval tables, a GIF and the learning curve."""
 
     out: Path = Path("runs/demo")
@@ -65,10 +66,10 @@ class Args:
     """Minibatches per pass."""
     lr: float = 3e-4
     """Adam learning rate."""
-    stop_solve_rate: float | None = 0.95
+    stop_solve_rate: float | None = 0.97
     """Stop training once the training solve rate reaches this in each of the last stop_window
     updates (checked every check_every updates); None trains for total_frames."""
-    stop_window: int = 3
+    stop_window: int = 4
     """Updates the stop rule looks back over."""
     check_every: int = 2
     """Updates between checks of the stop rule (each check ends a chunk; the next resumes the run)."""
@@ -97,7 +98,7 @@ def _box(width: float, height: float) -> list[list[float]]:
     return [[-w, h], [w, h], [w, -h], [-w, -h]]
 
 
-def thruster_hop_level() -> Level:
+def glide_to_blue_level() -> Level:
     """Build the demo level (see the module docstring) with the reference engine's scene functions."""
     from .. import schema
     from ..reference_jax import scene
@@ -106,14 +107,14 @@ def thruster_hop_level() -> Level:
     params = EnvParams()
     state = scene.empty_scene(static)
     width, height = 0.4, 0.3
-    state, block = scene.add_polygon(state, static, (0.6, FLOOR_TOP + height / 2), _box(width, height), role=GREEN)
+    state, block = scene.add_polygon(state, static, (1.0, 1.8), _box(width, height), role=GREEN)
     weight = width * height * 9.81  # density 1
-    thrust = 2.0 * weight / params.base_thruster_power
-    state, _ = scene.add_thruster(state, static, block, (0.0, 0.0), 1.2, power=thrust)  # 1.2 rad: up and right
-    state, _ = scene.add_circle(state, static, (2.0, FLOOR_TOP + 0.35), 0.35, fixated=True, role=RED)
-    state, _ = scene.add_circle(state, static, (3.7, FLOOR_TOP + 0.5), 0.5, fixated=True, role=BLUE)
+    thrust = 1.6 * weight / params.base_thruster_power
+    state, _ = scene.add_thruster(state, static, block, (0.0, 0.0), 1.1, power=thrust)  # 1.1 rad: up and right
+    state, _ = scene.add_circle(state, static, (1.0, FLOOR_TOP + 0.5), 0.5, fixated=True, role=RED)
+    state, _ = scene.add_circle(state, static, (4.2, 2.2), 0.45, fixated=True, role=BLUE)
     flat = {key: np.asarray(value) for key, value in schema.flatten(state).items()}
-    return Level(flat, static, params, "thruster_hop")
+    return Level(flat, static, params, "glide_to_blue")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -147,18 +148,22 @@ def train_until_solved(args: Args, run_dir: Path):
         progress=False,
     )
     chunk = args.check_every * config.frames_per_update
-    result = None
-    while result is None or (result.frames + config.frames_per_update <= args.total_frames and not _solved(run_dir, args)):
-        frames = min((result.frames if result else 0) + chunk, args.total_frames)
-        result = train(replace(config, total_frames=frames, resume=run_dir if result else None))
-        if args.progress and result.last_metrics:
-            m = result.last_metrics
-            print(
-                f"frames {m['frames']:>8,}  training solve rate {_text(m['solve_rate'])}  "
-                f"return {_text(m['episode_return'])}  {m['fps']:.0f} frames/s",
-                flush=True,
-            )
+    result = train(replace(config, total_frames=min(chunk, args.total_frames)))
+    _print_progress(args, result)
+    while result.frames + config.frames_per_update <= args.total_frames and not _solved(run_dir, args):
+        result = train(replace(config, total_frames=min(result.frames + chunk, args.total_frames), resume=run_dir))
+        _print_progress(args, result)
     return result
+
+
+def _print_progress(args: Args, result) -> None:
+    metrics = result.last_metrics
+    if args.progress and metrics:
+        print(
+            f"frames {metrics['frames']:>8,}  training solve rate {_text(metrics['solve_rate'])}  "
+            f"return {_text(metrics['episode_return'])}  {metrics['fps']:.0f} frames/s",
+            flush=True,
+        )
 
 
 def _solved(run_dir: Path, args: Args) -> bool:
@@ -185,8 +190,21 @@ def _prepare_out(out: Path) -> Path:
     return run_dir
 
 
+def check_args(args: Args) -> None:
+    """Raise ``ValueError`` naming the first flag out of range (the training options are checked by
+    :meth:`~kinetix_torch.train.config.TrainConfig.validate`)."""
+    for name in ("stop_window", "check_every", "attempts", "gif_tries"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.stop_solve_rate is not None and not 0.0 < args.stop_solve_rate <= 1.0:
+        raise ValueError(f"--stop-solve-rate must lie in (0, 1], got {args.stop_solve_rate}")
+    if not args.level.is_file():
+        raise FileNotFoundError(f"level file {args.level} does not exist")
+
+
 def run_demo(args: Args) -> dict:
     """Train, evaluate, render and plot; returns the summary written to ``summary.json``."""
+    check_args(args)
     from ..train.checkpoint import load_policy
     from ..train.evaluate import evaluate, record_episode
 
@@ -207,7 +225,8 @@ def run_demo(args: Args) -> dict:
     policy, primer = trained.actor_critic.policy, trained.actor_critic.make_primer()
     eval_seed = args.seed + 1  # not the seed of any training rollout
     report = evaluate(
-        policy, [args.level], attempts=args.attempts, seed=eval_seed, primer=primer, policy_name="trained policy", **common
+        policy, [args.level], attempts=args.attempts, seed=eval_seed, primer=primer, policy_name="trained policy",
+        **common,
     )
     baseline = evaluate(None, [args.level], attempts=args.attempts, seed=eval_seed, **common)
     for name, table in (("eval", report), ("eval_random", baseline)):
@@ -252,7 +271,9 @@ CURVES = (("solve_rate", "training solve rate", (30, 150, 60)), ("episode_return
 """(metrics key, panel title, line colour) of each panel, top to bottom."""
 
 
-def draw_learning_curve(metrics_path: Path, png_path: Path, note: str = "", width: int = 640, panel_height: int = 200) -> None:
+def draw_learning_curve(
+    metrics_path: Path, png_path: Path, note: str = "", width: int = 640, panel_height: int = 200
+) -> None:
     """Plot each of :data:`CURVES` against frames from a run's ``metrics.jsonl`` into a PNG, with a
     dotted line at a solve rate of 0.9 and ``note`` under the plots."""
     rows = [json.loads(line) for line in Path(metrics_path).read_text().splitlines() if line.strip()]
@@ -282,7 +303,7 @@ def draw_learning_curve(metrics_path: Path, png_path: Path, note: str = "", widt
             y = xy(0, 0.9)[1]
             for x in range(left, width - right, 6):
                 draw.line([(x, y), (x + 2, y)], fill=(150, 150, 150))
-            draw.text((left - 6, y), "0.90", fill=(120, 120, 120), font=font, anchor="rm")
+            draw.text((width - right - 4, y - 2), "0.9", fill=(120, 120, 120), font=font, anchor="rb")
         if len(points) > 1:
             draw.line([xy(f, v) for f, v in points], fill=colour, width=2)
         elif points:
@@ -302,7 +323,11 @@ def main(argv=None) -> int:
     from .args import parse_dataclass
 
     args = parse_dataclass(Args, argv, "kinetix-torch demo")
-    outcome = run_demo(args)
+    try:
+        outcome = run_demo(args)
+    except (ValueError, FileNotFoundError, FileExistsError) as error:
+        print(f"kinetix-torch demo: error: {' '.join(str(error).split())}", file=sys.stderr)
+        return 2
     summary = outcome["summary"]
     print(outcome["table"])
     print(outcome["random_table"])

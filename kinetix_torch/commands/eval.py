@@ -18,7 +18,7 @@ from typing import Literal
 from ..levels import LevelFormatError, load_level
 from ..params import ENV_SIZES, EnvParams, StaticEnvParams, static_params_for_size
 from ..train.checkpoint import CheckpointError, load_policy
-from ..train.evaluate import EvalError, evaluate, resolve_level_paths
+from ..train.evaluate import EvalError, evaluate, resolve_level_paths, size_name
 from .args import parse_dataclass
 
 SIZES = Literal["s", "m", "l"]
@@ -111,19 +111,18 @@ def policy_source(args, level_paths: list[Path]) -> PolicySource:
 
 
 def _smallest_size_holding(level_paths: list[Path]) -> str:
-    statics = []
+    sizes = []
     for path in level_paths:
         if not Path(path).is_file():
             raise EvalError(f"level file {str(path)!r} does not exist")
         try:
-            statics.append(load_level(path).static)
+            sizes.append(size_name(load_level(path).static))
         except LevelFormatError as e:
             raise EvalError(" ".join(str(e).split())) from None
-    for size in ENV_SIZES:
-        if all(s.fits_in(static_params_for_size(size)) for s in statics):
-            return size
-    too_large = next(p for p, s in zip(level_paths, statics) if not s.fits_in(static_params_for_size("l")))
-    raise EvalError(f"level {too_large} is larger than env size l ({_describe_sizes(static_params_for_size('l'))})")
+    if "custom" in sizes:
+        too_large = level_paths[sizes.index("custom")]
+        raise EvalError(f"level {too_large} is larger than env size l ({_describe_sizes(static_params_for_size('l'))})")
+    return max(sizes, key=ENV_SIZES.index)
 
 
 def _same_sizes(a: StaticEnvParams, b: StaticEnvParams) -> bool:

@@ -86,7 +86,8 @@ def annotate(episode: Episode) -> list[np.ndarray]:
         colour = BANNER_COLOURS[episode.outcome if t == episode.length else "playing"]
         banner = Image.new("RGB", (width, BANNER_HEIGHT), colour)
         text = banner_text(episode, t)
-        ImageDraw.Draw(banner).text((6, BANNER_HEIGHT // 2), text, fill="white", font=_font(text, width - 12), anchor="lm")
+        font = _font(text, width - 12)
+        ImageDraw.Draw(banner).text((6, BANNER_HEIGHT // 2), text, fill="white", font=font, anchor="lm")
         frames.append(np.concatenate([np.asarray(banner), picture], axis=0))
     return frames
 
@@ -126,7 +127,9 @@ def check_animation_path(path: Path) -> None:
     """Raise :class:`EvalError` unless ``path`` is a .gif, or a .mp4 with imageio's ffmpeg plugin installed."""
     suffix = path.suffix.lower()
     if suffix == ".mp4" and importlib.util.find_spec("imageio_ffmpeg") is None:
-        raise EvalError(f"{path}: writing .mp4 needs imageio's ffmpeg plugin (pip install imageio[ffmpeg]); or write a .gif")
+        raise EvalError(
+            f"{path}: writing .mp4 needs imageio's ffmpeg plugin (pip install imageio[ffmpeg]); or write a .gif"
+        )
     if suffix not in (".gif", ".mp4"):
         raise EvalError(f"{path}: unknown animation format {path.suffix!r}; expected .gif or .mp4")
 
@@ -156,6 +159,7 @@ def main(argv=None) -> int:
         save_episode(episode, args.out, frame_ms=1000 * episode.seconds_per_step)
     except BAD_INPUT as e:
         return fail("render", e)
-    print(f"{source.name} on {level}: {episode.outcome} after {episode.length} steps, return {episode.total_return:+.3f}")
+    ending = f"{episode.outcome} after {episode.length} steps, return {episode.total_return:+.3f}"
+    print(f"{source.name} on {level}: {ending}")
     print(f"wrote {args.out} ({episode.length + 1} frames)")
     return 0

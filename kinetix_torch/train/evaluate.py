@@ -30,7 +30,7 @@ from torchrl.envs import Compose, EnvBase, InitTracker, TransformedEnv
 from torchrl.envs.utils import ExplorationType, set_exploration_type, step_mdp
 
 from ..atomic import atomic_write_text
-from ..env import KinetixEnv, _has_nan
+from ..env import KinetixEnv
 from ..levels import Level, LevelFormatError, load_level, pad_state
 from ..observations.pixels import render_rgb_uint8
 from ..params import ENV_SIZES, EnvParams, StaticEnvParams, static_params_for_size
@@ -43,6 +43,7 @@ __all__ = [
     "default_levels_roots",
     "resolve_level_paths",
     "load_eval_levels",
+    "size_name",
     "evaluate",
     "record_episode",
 ]
@@ -65,8 +66,8 @@ def default_levels_roots(levels_root: str | os.PathLike | None = None) -> list[P
     ``../shared/levels`` beside the repository."""
     if levels_root is not None:
         return [Path(levels_root)]
-    roots = [Path(os.environ[name]) / sub for name, sub in (("KINETIX_LEVELS", ""), ("KINETIX_SHARED", "levels"))
-             if os.environ.get(name)]
+    from_env = (("KINETIX_LEVELS", ""), ("KINETIX_SHARED", "levels"))
+    roots = [Path(os.environ[name]) / sub for name, sub in from_env if os.environ.get(name)]
     return roots + [Path("../shared/levels"), REPO.parent / "shared" / "levels"]
 
 
@@ -111,7 +112,7 @@ def _handmade_set(name: str, levels_root) -> list[Path]:
     raise EvalError(f"level set {name!r} not found; looked in {looked} (set --levels-root or $KINETIX_LEVELS)")
 
 
-def _size_name(static: StaticEnvParams) -> str:
+def size_name(static: StaticEnvParams) -> str:
     """The smallest S/M/L preset whose sizes hold ``static``'s (``"custom"`` if none does)."""
     return next((name for name in ENV_SIZES if static.fits_in(static_params_for_size(name))), "custom")
 
@@ -128,14 +129,16 @@ def load_eval_levels(paths: Sequence[str | os.PathLike], static: StaticEnvParams
             state = pad_state(level.state, level.static, static, where=str(path))
         except LevelFormatError as e:
             raise EvalError(f"{' '.join(str(e).split())} (env size {_preset_name(static)})") from None
-        loaded.append((Level(state, static, level.env_params, str(path)), _size_name(level.static)))
+        loaded.append((Level(state, static, level.env_params, str(path)), size_name(level.static)))
     return loaded
 
 
 def _preset_name(static: StaticEnvParams) -> str:
     """``"s"``/``"m"``/``"l"`` when ``static`` has exactly that preset's sizes, else ``"custom"``."""
-    exact = (n for n in ENV_SIZES if static.fits_in(static_params_for_size(n)) and static_params_for_size(n).fits_in(static))
-    return next(exact, "custom")
+    def same(preset: StaticEnvParams) -> bool:
+        return static.fits_in(preset) and preset.fits_in(static)
+
+    return next((name for name in ENV_SIZES if same(static_params_for_size(name))), "custom")
 
 
 def _static_of(env_size: str | StaticEnvParams) -> StaticEnvParams:
@@ -167,13 +170,16 @@ class LevelResult:
 
 @dataclass
 class EvalReport:
-    """Per-level results, in the order evaluated, keyed by level path; sizes name each level's own
-    size (the smallest S/M/L preset holding the file's sizes)."""
+    """Per-level results and their means over all levels and per size."""
 
     results: dict[str, LevelResult]
+    """Level path -> its result, in the order evaluated."""
     sizes: dict[str, str]
+    """Level path -> the level's own size: the smallest S/M/L preset holding the file's sizes."""
     deterministic: bool = False
+    """Whether the policy's mode was taken (else its samples)."""
     policy: str = "policy"
+    """How the table names the policy."""
     groups: dict[str, list[str]] = field(init=False)
     """``"mean"`` -> every level path, ``"mean_<size>"`` -> the paths of that size."""
     means: dict[str, LevelResult] = field(init=False)
@@ -210,7 +216,8 @@ class EvalReport:
         for i, (name, size, r) in enumerate(rows):
             if i == len(self.results):
                 lines.append("-" * (width + 44))
-            lines.append(f"{name:<{width}}  {size:<4}  {r.solve_rate:>10.3f}  {r.mean_return:>11.3f}  {r.mean_length:>11.1f}")
+            numbers = f"{r.solve_rate:>10.3f}  {r.mean_return:>11.3f}  {r.mean_length:>11.1f}"
+            lines.append(f"{name:<{width}}  {size:<4}  {numbers}")
         return "\n".join(lines)
 
     def write_json(self, path: str | os.PathLike) -> None:
@@ -273,7 +280,7 @@ def _make_env(
         seed=seed,
         cycle_levels=True,
     )
-    return env if primer is None else TransformedEnv(env, Compose(InitTracker(), primer))
+    return env if primer is None else TransformedEnv(env, Compose(InitTracker(), primer.clone()))
 
 
 def _actor(policy, env: EnvBase, deterministic: bool) -> Callable[[TensorDictBase], TensorDictBase]:
@@ -322,6 +329,8 @@ def evaluate(
     """
     if not isinstance(attempts, int) or attempts < 1:
         raise EvalError(f"attempts must be a positive int, got {attempts!r}")
+    if not level_paths:
+        raise EvalError("no levels to evaluate")
     static = _static_of(env_size)
     loaded = load_eval_levels(level_paths, static)
     by_params: dict[EnvParams, list[tuple[Level, str]]] = {}
@@ -459,16 +468,16 @@ def record_episode(
             frames.append(picture())
             returns.append(returns[-1] + float(step["reward"]))
             if bool(step["done"]):
-                outcome = _outcome(step, base)
+                outcome = _outcome(step)
                 break
             td = step_mdp(td)
     seconds = base.env_params.dt * static.frame_skip
     return Episode(np.stack(frames), returns, outcome, level.name, seconds)
 
 
-def _outcome(step: TensorDictBase, env: KinetixEnv) -> str:
+def _outcome(step: TensorDictBase) -> str:
     if bool(step["goal_reached"]):
         return "solved"
     if bool(step["truncated"]):
         return "timed out"
-    return "NaN state" if bool(_has_nan(env.state).any()) else "touched red"
+    return "touched red" if float(step["outcome_reward"]) < 0 else "NaN state"
