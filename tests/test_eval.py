@@ -79,6 +79,9 @@ def test_resolve_files_folders_and_sets(s_levels, tmp_path, monkeypatch):
     assert resolve_level_paths(["s"], levels_root=s_levels.parent) == expected
     monkeypatch.setenv("KINETIX_LEVELS", str(s_levels.parent))
     assert resolve_level_paths(["S"]) == expected
+    assert resolve_level_paths(["s/h4_thrust_aim", "s/h4_thrust_aim.json"]) == [s_levels / "h4_thrust_aim.json"]
+    with pytest.raises(EvalError, match="'s/no_such_level' not found; looked in"):
+        resolve_level_paths(["s/no_such_level"])
 
 
 @pytest.mark.parametrize(

@@ -73,8 +73,9 @@ def default_levels_roots(levels_root: str | os.PathLike | None = None) -> list[P
 
 def resolve_level_paths(specs: Sequence[str | os.PathLike], levels_root: str | os.PathLike | None = None) -> list[Path]:
     """Level files named by ``specs``, in order, without repeats. A spec is a level file, a folder
-    (all its ``*.json``, sorted by name) or a handmade set name ``s``/``m``/``l`` (the folder of that
-    name under the first existing root of :func:`default_levels_roots`)."""
+    (all its ``*.json``, sorted by name), a handmade set name ``s``/``m``/``l`` (the folder of that
+    name under the first existing root of :func:`default_levels_roots`) or a handmade level by name,
+    ``s/h4_thrust_aim`` (``.json`` optional), under the same roots."""
     if isinstance(specs, (str, os.PathLike)):
         specs = [specs]
     if not specs:
@@ -90,6 +91,8 @@ def resolve_level_paths(specs: Sequence[str | os.PathLike], levels_root: str | o
                 raise EvalError(f"level folder {path} holds no *.json level files")
         elif str(spec).lower() in ENV_SIZES:
             found = _handmade_set(str(spec).lower(), levels_root)
+        elif len(path.parts) == 2 and path.parts[0].lower() in ENV_SIZES:
+            found = [_handmade_level(path, levels_root)]
         else:
             raise EvalError(
                 f"level path {str(spec)!r} does not exist (expected a level file, a folder of *.json levels, "
@@ -110,6 +113,17 @@ def _handmade_set(name: str, levels_root) -> list[Path]:
             return files
     looked = ", ".join(str(root / name) for root in roots)
     raise EvalError(f"level set {name!r} not found; looked in {looked} (set --levels-root or $KINETIX_LEVELS)")
+
+
+def _handmade_level(name: Path, levels_root) -> Path:
+    """``s/h4_thrust_aim`` -> the file ``s/h4_thrust_aim.json`` under the first root holding it."""
+    relative = name if name.suffix == ".json" else name.with_name(name.name + ".json")
+    roots = default_levels_roots(levels_root)
+    for root in roots:
+        if (root / relative).is_file():
+            return root / relative
+    looked = ", ".join(str(root / relative) for root in roots)
+    raise EvalError(f"level {str(name)!r} not found; looked in {looked} (set --levels-root or $KINETIX_LEVELS)")
 
 
 def size_name(static: StaticEnvParams) -> str:
