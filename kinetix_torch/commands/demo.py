@@ -24,6 +24,7 @@ solve rate stays high (or at ``--total-frames``). Everything lands in ``--out`` 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import shutil
 import sys
@@ -323,6 +324,7 @@ def main(argv=None) -> int:
     from .args import parse_dataclass
 
     args = parse_dataclass(Args, argv, "kinetix-torch demo")
+    logging.getLogger("torchrl").setLevel(logging.WARNING)  # one progress line per chunk is enough
     try:
         outcome = run_demo(args)
     except (ValueError, FileNotFoundError, FileExistsError) as error:
