@@ -128,3 +128,15 @@ def test_cli_triton_without_cuda_says_so(golden_dir, tmp_path):
         pytest.skip("checks the CPU-only machine's message")
     with pytest.raises(conformance.BackendUnavailable, match="needs a CUDA GPU"):
         conformance.main(["--golden", str(golden_dir), "--engine", "triton"])
+
+
+def test_one_mismatched_contact_event_fails_by_default(golden_dir, tmp_path, capsys):
+    folder = _copy_case(golden_dir, tmp_path / "golden" / "s")
+    path = folder / "h2_one_wheel_car.traj.multi_discrete.npz"
+    data = dict(np.load(path))
+    data["terminal_step"] = np.array(3)  # claim upstream's episode ended with +1 at env step 3
+    data["reward"] = data["reward"].copy()
+    data["reward"][3] = 1.0
+    np.savez(path, **data)
+    assert conformance.main(["--golden", str(folder.parent)]) == 1
+    assert "EVENT None vs (3, 1)" in capsys.readouterr().out
