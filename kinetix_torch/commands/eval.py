@@ -75,6 +75,11 @@ class PolicySource:
     name: str
     """How tables and pictures name the policy."""
 
+    def env_options(self) -> dict:
+        """The keyword arguments of :func:`evaluate` / :func:`record_episode` that this policy fixes."""
+        return dict(observation_type=self.observation_type, action_type=self.action_type, env_size=self.static,
+                    env_params=self.env_params, primer=self.primer)
+
 
 def policy_source(args, level_paths: list[Path]) -> PolicySource:
     """The policy named by ``args`` (``checkpoint``, ``policy``, ``env_size``, ``action``,
@@ -154,16 +159,12 @@ def main(argv=None) -> int:
         report = evaluate(
             source.policy,
             paths,
-            observation_type=source.observation_type,
-            action_type=source.action_type,
-            env_size=source.static,
             attempts=args.attempts,
             deterministic=args.deterministic,
             seed=args.seed,
             device=args.device,
-            env_params=source.env_params,
-            primer=source.primer,
             policy_name=source.name,
+            **source.env_options(),
         )
     except BAD_INPUT as e:
         return fail("eval", e)

@@ -145,16 +145,12 @@ def main(argv=None) -> int:
         episode = record_episode(
             source.policy,
             level,
-            observation_type=source.observation_type,
-            action_type=source.action_type,
-            env_size=source.static,
             deterministic=args.deterministic,
             seed=args.seed,
             max_steps=args.max_steps,
             device=args.device,
-            env_params=source.env_params,
-            primer=source.primer,
             scale=args.scale,
+            **source.env_options(),
         )
         save_episode(episode, args.out, frame_ms=1000 * episode.seconds_per_step)
     except BAD_INPUT as e:

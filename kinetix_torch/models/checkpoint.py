@@ -26,6 +26,7 @@ __all__ = [
     "load_upstream_checkpoint",
     "save_upstream_checkpoint",
     "read_checkpoint_config",
+    "read_json_object",
     "specs_from_config",
     "load_upstream_tensors",
     "upstream_state_dict",
@@ -37,18 +38,23 @@ PARAMS_FILE, CONFIG_FILE = "params.safetensors", "config.json"
 _PREFIX = "params/"
 
 
-def read_checkpoint_config(folder: str | Path) -> dict:
-    """Parse ``folder/config.json`` (errors name the file)."""
-    path = Path(folder) / CONFIG_FILE
+def read_json_object(path: str | Path, what: str = "JSON file") -> dict:
+    """Parse a JSON file holding one object; errors name ``what`` and the file."""
+    path = Path(path)
     try:
-        config = json.loads(path.read_text(encoding="utf-8"))
+        value = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise FileNotFoundError(f"checkpoint config not found: {path}") from None
+        raise FileNotFoundError(f"{what} not found: {path}") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ValueError(f"{path}: not a readable JSON file ({error})") from None
-    if not isinstance(config, dict):
-        raise ValueError(f"{path}: expected a JSON object, got {type(config).__name__}")
-    return config
+    if not isinstance(value, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+def read_checkpoint_config(folder: str | Path) -> dict:
+    """Parse ``folder/config.json`` (errors name the file)."""
+    return read_json_object(Path(folder) / CONFIG_FILE, "checkpoint config")
 
 
 def specs_from_config(config: dict, where: str = CONFIG_FILE):

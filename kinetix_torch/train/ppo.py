@@ -38,6 +38,7 @@ from torchrl.objectives.value import GAE
 from ..atomic import atomic_write_text
 from ..env import KinetixEnv, make_env
 from ..models import ActorCritic, ModelConfig, make_actor_critic
+from ..models.checkpoint import read_json_object
 from . import checkpoint as ckpt
 from .config import MODEL_PRESETS, TrainConfig
 from .evaluate import evaluate, resolve_level_paths
@@ -122,14 +123,7 @@ def model_config_from_flags(config: TrainConfig) -> ModelConfig:
     options, where = dict(MODEL_PRESETS[config.model]), f"--model {config.model}"
     if config.model_config is not None:
         where = f"--model-config {config.model_config}"
-        try:
-            loaded = json.loads(Path(config.model_config).read_text())
-        except FileNotFoundError:
-            raise FileNotFoundError(f"--model-config: file not found: {config.model_config}") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise ValueError(f"{where}: not a readable JSON file ({error})") from None
-        if not isinstance(loaded, dict):
-            raise ValueError(f"{where}: expected a JSON object of model options")
+        loaded = read_json_object(config.model_config, "--model-config: file")
         options.update(loaded.get("model", loaded))  # a checkpoint's config.json holds them under "model"
     flags = {"override_model_width": config.width, "override_model_depth": config.depth,
              "recurrent_model": config.recurrent or None}
