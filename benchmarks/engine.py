@@ -15,7 +15,8 @@ States are the golden random levels advanced a few steps (so contacts exist), ti
 actions are fixed random motor/thruster values (the helpers of ``benchmarks/reference_engine.py``).
 The *floor* columns put the time in perspective: the least memory traffic of a step (the packed
 state read and written once per launch) and an analytic count of its float operations, over the
-device's bandwidth and FP32 peak. Writes a CSV, a PNG plot (with matplotlib) and prints ratios.
+device's bandwidth and FP32 rate (measured by ``gpu_info.py`` with ``--ceilings``, else the
+datasheet's). Writes a CSV row by row (``--plot``: a PNG with matplotlib) and prints ratios.
 
     python benchmarks/engine.py                       # CUDA: everything; CPU-only: reference only
     python benchmarks/engine.py --sizes s --batch-sizes 1 256 4096
@@ -26,6 +27,7 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime
+import json
 import statistics
 import sys
 import time
@@ -41,6 +43,7 @@ import reference_engine as bench  # noqa: E402  (the shared golden-scene and tim
 from kinetix_torch import engine, schema  # noqa: E402
 from kinetix_torch.kernels import step as kernels  # noqa: E402
 from kinetix_torch.kernels.layout import layout_for  # noqa: E402
+from kinetix_torch.kernels.packed import PackedState  # noqa: E402
 from kinetix_torch.params import EnvParams, StaticEnvParams, static_params_for_size  # noqa: E402
 
 DEFAULT_BATCHES = (1, 16, 256, 1024, 4096, 16384, 65536)
@@ -100,19 +103,24 @@ def time_cuda(fn, min_seconds: float, repeats: int) -> float:
     return statistics.median(durations)
 
 
+def packed_step_seconds(state, actions, params, static: StaticEnvParams, min_seconds: float, repeats: int) -> float:
+    """Median seconds of one env step on the state kept packed, as an env on the Triton backend
+    holds it (:class:`~kinetix_torch.kernels.packed.PackedState`: action copy, one launch of
+    ``frame_skip`` substeps, flag refresh), under the current launch configuration."""
+    batch = state.batch_size[0]
+    packed = PackedState(static, batch, actions.device, kernels.current_launch_config(static, False), False)
+    packed.load(state)
+    return time_cuda(lambda: packed.step(actions, params), min_seconds, repeats)
+
+
 def triton_rates(flat: dict, actions: np.ndarray, static: StaticEnvParams, opts) -> tuple[float, float, np.ndarray]:
     """Physics steps/s of the packed kernel and of ``engine.step``; positions after one step."""
     batch = len(actions)
     params = EnvParams()
     state = schema.to_tensordict(flat, (batch,), device="cuda")
     torch_actions = torch.from_numpy(actions).cuda()
-    padded = kernels.padded_batch(batch, interpret=False)
-    packed = kernels.pack(state, static, padded, torch_actions.device)
-    padded_actions = torch.zeros((static.action_dim, padded), device="cuda")
-    padded_actions[:, :batch] = torch_actions.T
     steps = batch * static.frame_skip
-    packed_s = time_cuda(lambda: kernels.run_packed(packed, padded_actions, params, static, static.frame_skip, False),
-                         opts.min_seconds, opts.repeats)
+    packed_s = packed_step_seconds(state, torch_actions, params, static, opts.min_seconds, opts.repeats)
     td_s = time_cuda(lambda: engine.step(state, torch_actions, params, static, backend="triton"),
                      opts.min_seconds, opts.repeats)
     one = static.replace(frame_skip=1)
@@ -128,20 +136,24 @@ def jax_rate(make_engine, flat: dict, actions: np.ndarray, static, device, opts)
     return m.steps_per_s, positions
 
 
-def run(opts) -> list[Row]:
+def run(opts, out: Path, peaks: tuple[float, float] | None) -> list[Row]:
+    """Every (batch, size) point, batch-major so that a run cut short still covers every size;
+    the CSV is rewritten after every row."""
     import jax
 
     has_cuda = torch.cuda.is_available()
     device_name = torch.cuda.get_device_name() if has_cuda else "cpu"
     jax_device = next((d for d in jax.devices() if d.platform == "gpu"), jax.devices("cpu")[0])
-    upstream_ok = bench.PhysicsEngine is not None
+    upstream_ok = opts.upstream and bench.PhysicsEngine is not None
+    scenes = {}
     rows = []
-    for size in opts.sizes:
-        static = static_params_for_size(size)
-        scenes = bench.warm_scenes(bench.load_scenes(opts.golden, size), static, opts.warm_steps)
-        for batch in opts.batch_sizes:
+    for batch in opts.batch_sizes:
+        for size in opts.sizes:
+            static = static_params_for_size(size)
+            if size not in scenes:
+                scenes[size] = bench.warm_scenes(bench.load_scenes(opts.golden, size), static, opts.warm_steps)
             flat = schema.allocate(static, (batch,))
-            flat.update(bench.tile(scenes, batch))
+            flat.update(bench.tile(scenes[size], batch))
             actions = bench.random_actions(static, batch, seed=0)
             triton_s = triton_td = positions = None
             if has_cuda:
@@ -152,14 +164,14 @@ def run(opts) -> list[Row]:
             diff = None if positions is None else float(np.abs(positions - ref_positions).max())
             rows.append(Row(size, batch, device_name, jax_device.platform, triton_s, triton_td, reference, upstream,
                             bytes_per_step(static), flops_per_step(static), diff))
-            print_row(rows[-1])
+            print_row(rows[-1], peaks)
+            write(rows, out)
     return rows
 
 
-def print_row(r: Row) -> None:
+def print_row(r: Row, peak: tuple[float, float] | None) -> None:
     fmt = lambda x: "-" if x is None else f"{x:,.0f}"  # noqa: E731
     ratio = "-" if r.triton is None or not r.reference else f"{r.triton / r.reference:.1f}x"
-    peak = next((v for k, v in PEAKS.items() if k in r.device), None)
     floor = ""
     if peak and r.triton:
         floor_s = max(r.floor_bytes_per_step / peak[0], r.floor_flops_per_step / peak[1])
@@ -174,17 +186,19 @@ def write(rows: list[Row], out: Path) -> None:
         writer = csv.DictWriter(f, fieldnames=list(asdict(rows[0])))
         writer.writeheader()
         writer.writerows(asdict(r) for r in rows)
-    try:
-        import matplotlib
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib is not installed (pip install 'kinetix-torch[bench]'): no plot")
-        return
-    fig, axes = plt.subplots(1, len({r.size for r in rows}), figsize=(5 * len({r.size for r in rows}), 4), squeeze=False)
-    for ax, size in zip(axes[0], sorted({r.size for r in rows}, key="sml".index)):
-        mine = [r for r in rows if r.size == size]
+
+def plot(rows: list[Row], out: Path) -> None:
+    """Steps/s against batch, one panel per size (matplotlib, ``pip install 'kinetix-torch[bench]'``)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sizes = sorted({r.size for r in rows}, key="sml".index)
+    fig, axes = plt.subplots(1, len(sizes), figsize=(5 * len(sizes), 4), squeeze=False)
+    for ax, size in zip(axes[0], sizes):
+        mine = sorted((r for r in rows if r.size == size), key=lambda r: r.batch)
         for key in ("triton", "triton_td", "reference", "upstream"):
             points = [(r.batch, getattr(r, key)) for r in mine if getattr(r, key)]
             if points:
@@ -193,7 +207,16 @@ def write(rows: list[Row], out: Path) -> None:
         ax.grid(True, which="both", alpha=0.3)
         ax.legend()
     fig.tight_layout()
-    fig.savefig(out.with_suffix(".png"), dpi=120)
+    fig.savefig(out, dpi=120)
+
+
+def measured_peaks(info: Path | None, device_name: str) -> tuple[float, float] | None:
+    """(bytes/s, FP32 FLOP/s): measured by ``gpu_info.py`` when its JSON is given, else the datasheet's."""
+    if info is not None:
+        ceilings = json.loads(info.read_text()).get("ceilings")
+        if ceilings:
+            return ceilings["copy_bytes_per_s"], ceilings["fp32_flops_per_s"]
+    return next((v for k, v in PEAKS.items() if k in device_name), None)
 
 
 def main(argv=None) -> int:
@@ -205,14 +228,19 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--warm-steps", type=int, default=20)
     p.add_argument("--out", type=Path, default=None, help="CSV path (default benchmarks/results/engine_<device>.csv)")
+    p.add_argument("--no-upstream", dest="upstream", action="store_false", help="time ours only")
+    p.add_argument("--ceilings", type=Path, default=None,
+                   help="gpu_info.py's JSON: measured bandwidth and FP32 rate for the floor (default: datasheet)")
+    p.add_argument("--plot", type=Path, default=None, help="also write this PNG")
     a = p.parse_args(argv)
     opts = bench.Options(sizes=tuple(a.sizes), batch_sizes=tuple(a.batch_sizes), golden=a.golden,
-                         min_seconds=a.min_seconds, repeats=a.repeats, warm_steps=a.warm_steps)
-    device = torch.cuda.get_device_name().split()[-1].lower() if torch.cuda.is_available() else "cpu"
-    out = a.out or bench.REPO / "benchmarks" / "results" / f"engine_{device}.csv"
-    print(f"{datetime.date.today()} {torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU'}")
-    rows = run(opts)
-    write(rows, out)
+                         min_seconds=a.min_seconds, repeats=a.repeats, warm_steps=a.warm_steps, upstream=a.upstream)
+    name = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+    out = a.out or bench.REPO / "benchmarks" / "results" / f"engine_{name.split()[-1].lower()}.csv"
+    print(f"{datetime.date.today()} {name}")
+    rows = run(opts, out, measured_peaks(a.ceilings, name))
+    if a.plot:
+        plot(rows, a.plot)
     print(f"wrote {out}")
     return 0
 

@@ -51,12 +51,15 @@ from kinetix_torch.generate import RandomLevelSampler, sample_levels
 from kinetix_torch.observations import OBSERVATION_TYPES
 from kinetix_torch.params import EnvParams, StaticEnvParams, static_params_for_size
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import upstream_kit  # noqa: E402
+
+upstream_kit.enable()  # on the GPU machine: the carried upstream kit
 # Upstream kinetix-env is optional, looked up only if importable (as benchmarks/env.py does).
 if importlib.util.find_spec("kinetix") is not None:
     import jax
     import jax.numpy as jnp
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     from reference_engine import to_sim_state  # noqa: E402
 
     upstream_env = importlib.import_module("kinetix.environment.env")

@@ -46,6 +46,10 @@ from kinetix_torch.reference_jax.engine import param_values, step_batch
 from kinetix_torch.schema import SIM_KEYS, flatten, nest
 
 # Upstream Jax2D is optional, looked up only if importable: without it only our engine is timed.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import upstream_kit  # noqa: E402
+
+upstream_kit.enable()  # on the GPU machine: the carried upstream kit
 if importlib.util.find_spec("jax2d") is not None:
     upstream_engine = importlib.import_module("jax2d.engine")
     upstream_state = importlib.import_module("jax2d.sim_state")

@@ -12,7 +12,7 @@ A *frame* is one env step of one environment. For every (size, network) pair, in
 
 Networks: ``mlp`` (flat MLP on ``symbolic_flat``) and ``transformer`` (the paper's entity
 transformer, ``tf-paper``, on ``symbolic_entity``); multi-discrete actions. The levels are the
-handmade ones of the size (``--levels-root``, default ``../shared/levels``). One warm-up update
+handmade ones of the size (``--levels-root``, default ``$KINETIX_SHARED/levels`` or ``../shared/levels``). One warm-up update
 (compilation excluded), then the median of ``--repeats`` timed calls. Example::
 
     .venv/bin/python benchmarks/train.py --sizes s m --num-envs 256 --num-steps 64
@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime
+import os
 import statistics
 import time
 from pathlib import Path
@@ -48,7 +49,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--collector", action="store_true", help="also time TorchRL's Collector")
-    parser.add_argument("--levels-root", type=Path, default=REPO.parent / "shared" / "levels")
+    parser.add_argument("--levels-root", type=Path,
+                        default=Path(os.environ.get("KINETIX_SHARED", REPO.parent / "shared")) / "levels")
     parser.add_argument("--csv", type=Path, default=REPO / "benchmarks" / "results" / "train_cpu.csv")
     return parser.parse_args(argv)
 
@@ -112,12 +114,16 @@ def main(argv=None) -> None:
                 row["torchrl_collector_fps"] = round(frames / collector_seconds(learner, args.repeats, sync))
             rows.append(row)
             print(row, flush=True)
-    args.csv.parent.mkdir(parents=True, exist_ok=True)
-    with open(args.csv, "w", newline="") as f:
+            write(rows, args.csv)  # after every row, so partial results survive
+    print(f"wrote {args.csv}")
+
+
+def write(rows: list[dict], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=sorted({k for r in rows for k in r}, key=list(rows[-1]).index))
         writer.writeheader()
         writer.writerows(rows)
-    print(f"wrote {args.csv}")
 
 
 if __name__ == "__main__":

@@ -39,6 +39,8 @@ import triton
 import triton.language as tl
 
 from kinetix_torch.params import PHYSICS_PARAM_NAMES
+from kinetix_torch.reference_jax import collision as reference
+from kinetix_torch.schema import BLUE, GREEN, RED
 
 from .layout import column_starts
 
@@ -82,10 +84,10 @@ MOTOR_JOINT_LIMIT, BASE_MOTOR_SPEED = _P["motor_joint_limit"], _P["base_motor_sp
 BASE_MOTOR_POWER, BASE_THRUSTER_POWER = _P["base_motor_power"], _P["base_thruster_power"]
 
 # Geometry constants of the reference (float32 values where the reference rounds them).
-REFERENCE_FACE_BIAS = tl.constexpr(0.01)
+REFERENCE_FACE_BIAS = tl.constexpr(reference.REFERENCE_FACE_BIAS)
 """The second polygon's face becomes the reference only if it separates better by this much."""
-NO_SEPARATION = tl.constexpr(-99999.0)
-CLIP_DEPTH_MIN, CLIP_DEPTH_MAX = tl.constexpr(-99999.0), tl.constexpr(999999.0)
+NO_SEPARATION = tl.constexpr(reference.NO_SEPARATION)
+CLIP_DEPTH_MIN, CLIP_DEPTH_MAX = tl.constexpr(reference.CLIP_NORMAL_MIN), tl.constexpr(reference.CLIP_NORMAL_MAX)
 COS_HALF_PI = tl.constexpr(float(np.cos(np.float32(math.pi / 2))))
 """cos(pi/2) in float32 (-4.37e-8, not 0): edge normals are the edges turned by this rotation."""
 PI = tl.constexpr(float(np.float32(math.pi)))
@@ -95,8 +97,10 @@ TAN_EIGHTH_PI = tl.constexpr(0.41421356)
 """Above this ratio, atan is reduced around pi/4 (Cephes' atanf)."""
 TANH_SERIES_LIMIT = tl.constexpr(0.1)
 """Below this |x|, tanh uses its Taylor series (the exp form loses digits to cancellation)."""
-GREEN_BLUE, GREEN_RED = tl.constexpr(2.0), tl.constexpr(3.0)
-"""Role products (green = 1, blue = 2, red = 3) of a rewarded and of a penalised contact."""
+GREEN_BLUE, GREEN_RED = tl.constexpr(float(GREEN * BLUE)), tl.constexpr(float(GREEN * RED))
+"""Role products (:mod:`kinetix_torch.schema` roles) of a rewarded and of a penalised contact."""
+BODIES = tl.constexpr(0)
+"""First row of the body table (layout.py): ``_get(rec, stride, BODIES, N, column, i)``."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -281,7 +285,8 @@ def _write_contact(rec, stride, SLOTS: tl.constexpr, COUNT: tl.constexpr, slot, 
     carry = active & (_get(rec, stride, SLOTS, COUNT, CONTACT_ACTIVE, slot) != 0.0)
     acc_normal = tl.where(carry, _get(rec, stride, SLOTS, COUNT, ACC_NORMAL, slot), 0.0)
     acc_tangent = tl.where(carry, _get(rec, stride, SLOTS, COUNT, ACC_TANGENT, slot), 0.0)
-    restitution = tl.minimum(_get(rec, stride, 0, N, RESTITUTION, a), _get(rec, stride, 0, N, RESTITUTION, b))
+    restitution = tl.minimum(_get(rec, stride, BODIES, N, RESTITUTION, a),
+                             _get(rec, stride, BODIES, N, RESTITUTION, b))
     target = _relative_normal_velocity(rec, stride, a, b, N, cx, cy, nx, ny) * restitution
     _put(rec, stride, SLOTS, COUNT, NORMAL, slot, tl.where(active, nx, 0.0))
     _put(rec, stride, SLOTS, COUNT, NORMAL + 1, slot, tl.where(active, ny, 0.0))
@@ -299,8 +304,8 @@ def _circle_circle(rec, stride, a, b, slot, N: tl.constexpr, SLOTS: tl.constexpr
     """Contact when the centres are closer than the radii; the normal joins the centres."""
     pax, pay, _ra, _vax, _vay, _wa, _ima, _iia = _motion(rec, stride, a, N)
     pbx, pby, _rb, _vbx, _vby, _wb, _imb, _iib = _motion(rec, stride, b, N)
-    radius_a = _get(rec, stride, 0, N, RADIUS, a)
-    radii = radius_a + _get(rec, stride, 0, N, RADIUS, b)
+    radius_a = _get(rec, stride, BODIES, N, RADIUS, a)
+    radii = radius_a + _get(rec, stride, BODIES, N, RADIUS, b)
     ox = pbx - pax
     oy = pby - pay
     distance = _norm(ox, oy)
@@ -322,10 +327,10 @@ def _polygon(rec, stride, i, N: tl.constexpr):
     vx = tl.load(col + ((2 * k + VERTICES) * N + i) * stride)
     vy = tl.load(col + ((2 * k + VERTICES + 1) * N + i) * stride)
     after = (k + 1) % 4
-    n_vertices = _get(rec, stride, 0, N, N_VERTICES, i).to(tl.int32)
+    n_vertices = _get(rec, stride, BODIES, N, N_VERTICES, i).to(tl.int32)
     wraps = (k + 1 >= n_vertices[:, None]) & (n_vertices[:, None] != 0)
-    v0x = _get(rec, stride, 0, N, VERTICES, i)[:, None]
-    v0y = _get(rec, stride, 0, N, VERTICES + 1, i)[:, None]
+    v0x = _get(rec, stride, BODIES, N, VERTICES, i)[:, None]
+    v0y = _get(rec, stride, BODIES, N, VERTICES + 1, i)[:, None]
     next_x = tl.where(wraps, v0x, tl.load(col + ((2 * after + VERTICES) * N + i) * stride))
     next_y = tl.where(wraps, v0y, tl.load(col + ((2 * after + VERTICES + 1) * N + i) * stride))
 
@@ -364,8 +369,8 @@ def _best_axis(apx, apy, ac, as_, avx, avy, an, anx, any_, bwx, bwy, bn):
     first_vertex = tl.zeros_like(an)
     second_vertex = tl.zeros_like(an)
     for axis in tl.static_range(4):
-        nx = _pick(anx, tl.zeros_like(an) + axis, 4)[:, None]
-        ny = _pick(any_, tl.zeros_like(an) + axis, 4)[:, None]
+        nx = _pick(anx, tl.zeros_like(an) + axis, COUNT=4)[:, None]
+        ny = _pick(any_, tl.zeros_like(an) + axis, COUNT=4)[:, None]
         a_proj = nx * avx + ny * avy
         b_proj = nx * bx + ny * by
         a_low = tl.min(tl.where(vert < 3, a_proj, float("inf")), axis=1)
@@ -376,12 +381,14 @@ def _best_axis(apx, apy, ac, as_, avx, avy, an, anx, any_, bwx, bwy, bn):
         deepest = tl.argmin(b_proj, axis=1, tie_break_left=True)
         second = tl.argmin(tl.where(vert == deepest[:, None], float("inf"), b_proj), axis=1, tie_break_left=True)
         better = (separation > best_separation) & (an > axis)
-        best_separation = tl.where(better, separation, best_separation)
+        # A blend, not a select, as upstream: a NaN separation on any axis poisons the result.
+        weight = tl.where(better, 1.0, 0.0)
+        best_separation = weight * separation + (1.0 - weight) * best_separation
         best = tl.where(better, axis, best)
         first_vertex = tl.where(better, deepest, first_vertex)
         second_vertex = tl.where(better, second, second_vertex)
-    return (best_separation, best, _pick(bwx, first_vertex, 4), _pick(bwy, first_vertex, 4),
-            _pick(bwx, second_vertex, 4), _pick(bwy, second_vertex, 4))
+    return (best_separation, best, _pick(bwx, first_vertex, COUNT=4), _pick(bwy, first_vertex, COUNT=4),
+            _pick(bwx, second_vertex, COUNT=4), _pick(bwy, second_vertex, COUNT=4))
 
 
 @triton.jit
@@ -407,10 +414,10 @@ def _polygon_polygon(rec, stride, a, b, pair, N: tl.constexpr, SLOTS: tl.constex
     ref_wx = tl.where(on_b[:, None], bwx, awx)
     ref_wy = tl.where(on_b[:, None], bwy, awy)
     ref_next = (ref_axis + 1) % tl.maximum(ref_n, 1)
-    r0x = _pick(ref_wx, ref_axis, 4)
-    r0y = _pick(ref_wy, ref_axis, 4)
-    r1x = _pick(ref_wx, ref_next, 4)
-    r1y = _pick(ref_wy, ref_next, 4)
+    r0x = _pick(ref_wx, ref_axis, COUNT=4)
+    r0y = _pick(ref_wy, ref_axis, COUNT=4)
+    r1x = _pick(ref_wx, ref_next, COUNT=4)
+    r1y = _pick(ref_wy, ref_next, COUNT=4)
     i0x = tl.where(on_b, on_a0x, on_b0x)
     i0y = tl.where(on_b, on_a0y, on_b0y)
     i1x = tl.where(on_b, on_a1x, on_b1x)
@@ -437,8 +444,8 @@ def _polygon_polygon(rec, stride, a, b, pair, N: tl.constexpr, SLOTS: tl.constex
     p1x, p1y = _unrotate(c, s, tl.where(swap, x0, x1), tl.where(swap, y0, y1))
 
     # Normal from a towards b: the reference face's world normal (negated when it is b's).
-    a_nx, a_ny = _rotate(ac, as_, _pick(anx, a_axis, 4), _pick(any_, a_axis, 4))
-    b_nx, b_ny = _rotate(bc, bs, _pick(bnx, b_axis, 4), _pick(bny, b_axis, 4))
+    a_nx, a_ny = _rotate(ac, as_, _pick(anx, a_axis, COUNT=4), _pick(any_, a_axis, COUNT=4))
+    b_nx, b_ny = _rotate(bc, bs, _pick(bnx, b_axis, COUNT=4), _pick(bny, b_axis, COUNT=4))
     nx = tl.where(on_b, -b_nx, a_nx)
     ny = tl.where(on_b, -b_ny, a_ny)
     _write_contact(rec, stride, SLOTS, COUNT, 2 * pair, a, b, N, colliding, nx, ny, -separation, p0x + r0x, p0y + r0y)
@@ -472,15 +479,15 @@ def _circle_polygon(rec, stride, circle, polygon, slot, N: tl.constexpr, SLOTS: 
     first_three = tl.max(tl.where(k < 3, clip_distance, -float("inf")), axis=1)
     clip_distance = tl.where((k == 3) & triangle[:, None], first_three[:, None] + 1.0, clip_distance)
     nearest = tl.argmin(clip_distance, axis=1, tie_break_left=True)
-    closest_x = _pick(clip_x, nearest, 4)
-    closest_y = _pick(clip_y, nearest, 4)
+    closest_x = _pick(clip_x, nearest, COUNT=4)
+    closest_y = _pick(clip_y, nearest, COUNT=4)
     inner_count = tl.sum(tl.where(inner | ((k == 3) & triangle[:, None]), 1, 0), axis=1)
     inside = inner_count == 4
 
     lx = cx - closest_x
     ly = cy - closest_y
     distance = _norm(lx, ly)
-    radius = _get(rec, stride, 0, N, RADIUS, circle)
+    radius = _get(rec, stride, BODIES, N, RADIUS, circle)
     active = ((distance <= radius) | inside) & _is_active(rec, stride, circle, N) & _is_active(rec, stride, polygon, N)
     active = active & _should_collide(rec, stride, polygon, circle, N)
     wnx, wny = _rotate(c, s, lx, ly)
@@ -498,13 +505,16 @@ def _generate_contacts(rec, stride, pairs, N: tl.constexpr, RR: tl.constexpr, CR
                        RR_SLOTS: tl.constexpr, CR_SLOTS: tl.constexpr, CC_SLOTS: tl.constexpr):
     """Fresh manifolds of every pair of the static pair tables (``pairs``: rr, cr, cc rows)."""
     for p in range(RR):
-        _polygon_polygon(rec, stride, tl.load(pairs + 2 * p), tl.load(pairs + 2 * p + 1), p, N, RR_SLOTS, 2 * RR)
+        _polygon_polygon(rec, stride, tl.load(pairs + 2 * p), tl.load(pairs + 2 * p + 1), p, N=N, SLOTS=RR_SLOTS,
+                         COUNT=2 * RR)
     for p in range(CR):
         q = RR + p
-        _circle_polygon(rec, stride, tl.load(pairs + 2 * q), tl.load(pairs + 2 * q + 1), p, N, CR_SLOTS, CR)
+        _circle_polygon(rec, stride, tl.load(pairs + 2 * q), tl.load(pairs + 2 * q + 1), p, N=N, SLOTS=CR_SLOTS,
+                        COUNT=CR)
     for p in range(CC):
         q = RR + CR + p
-        _circle_circle(rec, stride, tl.load(pairs + 2 * q), tl.load(pairs + 2 * q + 1), p, N, CC_SLOTS, CC)
+        _circle_circle(rec, stride, tl.load(pairs + 2 * q), tl.load(pairs + 2 * q + 1), p, N=N, SLOTS=CC_SLOTS,
+                       COUNT=CC)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -690,7 +700,8 @@ def _solve_joints(rec, stride, params, N: tl.constexpr, J: tl.constexpr, JOINTS:
 @triton.jit
 def _contact_live(rec, stride, a, b, active, N: tl.constexpr, COLLISION: tl.constexpr):
     """Impulses flow only through active contacts of live, not-both-static, non-jointed bodies."""
-    movable = (_get(rec, stride, 0, N, INVERSE_MASS, a) != 0.0) | (_get(rec, stride, 0, N, INVERSE_MASS, b) != 0.0)
+    movable = (_get(rec, stride, BODIES, N, INVERSE_MASS, a) != 0.0) | (
+        _get(rec, stride, BODIES, N, INVERSE_MASS, b) != 0.0)
     may_touch = tl.load(rec + (COLLISION + a * N + b) * stride) != 0.0
     return active & movable & may_touch & _is_active(rec, stride, a, N) & _is_active(rec, stride, b, N)
 
@@ -736,14 +747,16 @@ def _warm_start(rec, stride, pairs, N: tl.constexpr, J: tl.constexpr, RR: tl.con
     for p in range(RR):
         a = tl.load(pairs + 2 * p)
         b = tl.load(pairs + 2 * p + 1)
-        _warm_start_contact(rec, stride, a, b, 2 * p, N, RR_SLOTS, 2 * RR, COLLISION)
-        _warm_start_contact(rec, stride, a, b, 2 * p + 1, N, RR_SLOTS, 2 * RR, COLLISION)
+        _warm_start_contact(rec, stride, a, b, 2 * p, N=N, SLOTS=RR_SLOTS, COUNT=2 * RR, COLLISION=COLLISION)
+        _warm_start_contact(rec, stride, a, b, 2 * p + 1, N=N, SLOTS=RR_SLOTS, COUNT=2 * RR, COLLISION=COLLISION)
     for p in range(CR):
         q = RR + p
-        _warm_start_contact(rec, stride, tl.load(pairs + 2 * q), tl.load(pairs + 2 * q + 1), p, N, CR_SLOTS, CR, COLLISION)
+        _warm_start_contact(rec, stride, tl.load(pairs + 2 * q), tl.load(pairs + 2 * q + 1), p, N=N, SLOTS=CR_SLOTS,
+                            COUNT=CR, COLLISION=COLLISION)
     for p in range(CC):
         q = RR + CR + p
-        _warm_start_contact(rec, stride, tl.load(pairs + 2 * q), tl.load(pairs + 2 * q + 1), p, N, CC_SLOTS, CC, COLLISION)
+        _warm_start_contact(rec, stride, tl.load(pairs + 2 * q), tl.load(pairs + 2 * q + 1), p, N=N, SLOTS=CC_SLOTS,
+                            COUNT=CC, COLLISION=COLLISION)
     _warm_start_joints(rec, stride, N, J, JOINTS)
 
 
@@ -796,8 +809,8 @@ def _solve_contact(rec, stride, params, a, b, slot, N: tl.constexpr, SLOTS: tl.c
     uy = (vby + dvby) + (w_b + dwb) * rbx - (vay + dvay) - (w_a + dwa) * rax
     vt = ux * tx + uy * ty
     mu0 = tl.load(params + BASE_FRICTION)
-    fa = _get(rec, stride, 0, N, FRICTION, a) * mu0
-    fb = _get(rec, stride, 0, N, FRICTION, b) * mu0
+    fa = _get(rec, stride, BODIES, N, FRICTION, a) * mu0
+    fb = _get(rec, stride, BODIES, N, FRICTION, b) * mu0
     max_friction = tl.sqrt_rn(fa * fa + fb * fb) * acc_n
     step_t = -vt / _nonzero(_effective_inverse_mass(im_a, ii_a, im_b, ii_b, rax, ray, rbx, rby, tx, ty))
     acc_t = tl.minimum(tl.maximum(old_t + step_t, -max_friction), max_friction)
@@ -842,13 +855,14 @@ def _solve_contact_set(rec, stride, params, pairs, point, PAIRS: tl.constexpr, K
     Batch ``b`` holds sorted positions ``b, b + n, b + 2n, ...`` (``n`` batches); positions past
     ``K`` are padding, which upstream aliases to the last pair: a padded batch ends with the last
     pair's accumulated impulses zeroed."""
-    batches = (K + SOLVER_BATCH - 1) // SOLVER_BATCH
+    batches: tl.constexpr = (K + SOLVER_BATCH - 1) // SOLVER_BATCH  # annotated: Triton 3.6's interpreter needs it
     for batch in range(batches):
         for position in range(batch, K, batches):
             pair = tl.load(rec + (ORDER + position) * stride).to(tl.int32)
             a = tl.load(pairs + 2 * (PAIRS + pair))
             b = tl.load(pairs + 2 * (PAIRS + pair) + 1)
-            _solve_contact(rec, stride, params, a, b, pair * POINTS + point, N, SLOTS, K * POINTS, COLLISION, DELTA)
+            _solve_contact(rec, stride, params, a, b, pair * POINTS + point, N=N, SLOTS=SLOTS, COUNT=K * POINTS,
+                           COLLISION=COLLISION, DELTA=DELTA)
         _apply_deltas(rec, stride, DELTA, N)
         if (SOLVER_BATCH - 1) * batches + batch >= K:
             last = (K - 1) * POINTS + point
@@ -893,7 +907,7 @@ def _place_thrusters(rec, stride, N: tl.constexpr, T: tl.constexpr, THRUSTERS: t
 
 @triton.jit
 def _role(rec, stride, i, N: tl.constexpr):
-    return _get(rec, stride, 0, N, ROLE, i) * _get(rec, stride, 0, N, BODY_ACTIVE, i)
+    return _get(rec, stride, BODIES, N, ROLE, i) * _get(rec, stride, BODIES, N, BODY_ACTIVE, i)
 
 
 @triton.jit
@@ -919,12 +933,15 @@ def _set_touches(rec, stride, pairs, PAIRS: tl.constexpr, K: tl.constexpr, SLOTS
 def _contact_info(rec, stride, pairs, info, N: tl.constexpr, RR: tl.constexpr, CR: tl.constexpr, CC: tl.constexpr,
                   RR_SLOTS: tl.constexpr, CR_SLOTS: tl.constexpr, CC_SLOTS: tl.constexpr):
     """Rows ``info[0..2]``: green touches blue, green touches red, green-blue distance."""
-    distance = tl.zeros_like(_get(rec, stride, 0, N, ROLE, 0))
+    distance = tl.zeros_like(_get(rec, stride, BODIES, N, ROLE, 0))
     blue = distance != 0.0
     red = blue
-    blue, red, distance = _set_touches(rec, stride, pairs, 0, RR, RR_SLOTS, 2, N, blue, red, distance)
-    blue, red, distance = _set_touches(rec, stride, pairs, RR, CR, CR_SLOTS, 1, N, blue, red, distance)
-    blue, red, distance = _set_touches(rec, stride, pairs, RR + CR, CC, CC_SLOTS, 1, N, blue, red, distance)
+    blue, red, distance = _set_touches(rec, stride, pairs, PAIRS=0, K=RR, SLOTS=RR_SLOTS, POINTS=2, N=N,
+                                       blue=blue, red=red, distance=distance)
+    blue, red, distance = _set_touches(rec, stride, pairs, PAIRS=RR, K=CR, SLOTS=CR_SLOTS, POINTS=1, N=N,
+                                       blue=blue, red=red, distance=distance)
+    blue, red, distance = _set_touches(rec, stride, pairs, PAIRS=RR + CR, K=CC, SLOTS=CC_SLOTS, POINTS=1, N=N,
+                                       blue=blue, red=red, distance=distance)
     tl.store(info, tl.where(blue, 1.0, 0.0))
     tl.store(info + stride, tl.where(red, 1.0, 0.0))
     tl.store(info + 2 * stride, distance)
@@ -935,43 +952,62 @@ def _contact_info(rec, stride, pairs, info, N: tl.constexpr, RR: tl.constexpr, C
 # ---------------------------------------------------------------------------------------------
 
 
+NAN_SCAN_ROWS = tl.constexpr(16)
+"""State rows the NaN check loads per iteration (a ``(16, BLOCK)`` tile)."""
+
+
 @triton.jit
 def fused_env_step_kernel(
     state,  # (rows, stride) float32, updated in place
     actions,  # (J + T, stride) float32 processed actions
-    params,  # (len(PHYSICS_PARAM_NAMES),) float32
+    physics,  # (len(PHYSICS_PARAM_NAMES),) float32 physics parameters (not "params": Triton's launcher reserves that name)
     pairs,  # (RR + CR + CC, 2) int32 global body indices
-    info,  # (3 * FRAME_SKIP, stride) float32 out: touches blue, touches red, distance per substep
+    info,  # (3 * FRAME_SKIP + 1, stride) float32 out: touches blue, touches red, distance per substep; NaN flag
     stride,  # padded batch: the row length of every matrix
     FRAME_SKIP: tl.constexpr, N: tl.constexpr, J: tl.constexpr, T: tl.constexpr,
     RR: tl.constexpr, CR: tl.constexpr, CC: tl.constexpr,
     JOINTS: tl.constexpr, THRUSTERS: tl.constexpr, RR_SLOTS: tl.constexpr, CR_SLOTS: tl.constexpr,
-    CC_SLOTS: tl.constexpr, COLLISION: tl.constexpr, GLOBALS: tl.constexpr, DELTA: tl.constexpr,
-    ORDER: tl.constexpr, ITERATIONS: tl.constexpr, SOLVER_BATCH: tl.constexpr, WARM_START: tl.constexpr,
-    BLOCK: tl.constexpr,
+    CC_SLOTS: tl.constexpr, COLLISION: tl.constexpr, GLOBALS: tl.constexpr, STATE_ROWS: tl.constexpr,
+    DELTA: tl.constexpr, ORDER: tl.constexpr, ITERATIONS: tl.constexpr, SOLVER_BATCH: tl.constexpr,
+    WARM_START: tl.constexpr, BLOCK: tl.constexpr,
 ):
-    """``FRAME_SKIP`` physics substeps of ``BLOCK`` environments, one per lane."""
+    """``FRAME_SKIP`` physics substeps of ``BLOCK`` environments, one per lane; then whether each
+    environment's state holds a NaN."""
     env = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     rec = state + env
     act = actions + env
     for substep in range(FRAME_SKIP):
-        _apply_gravity(rec, stride, params, N, GLOBALS)
-        _generate_contacts(rec, stride, pairs, N, RR, CR, CC, RR_SLOTS, CR_SLOTS, CC_SLOTS)
-        _apply_motors(rec, stride, act, params, N, J, JOINTS, DELTA)
-        _apply_thrusters(rec, stride, act, params, N, J, T, THRUSTERS)
+        _apply_gravity(rec, stride, params=physics, N=N, GLOBALS=GLOBALS)
+        _generate_contacts(rec, stride, pairs, N=N, RR=RR, CR=CR, CC=CC, RR_SLOTS=RR_SLOTS, CR_SLOTS=CR_SLOTS,
+                           CC_SLOTS=CC_SLOTS)
+        _apply_motors(rec, stride, act, params=physics, N=N, J=J, JOINTS=JOINTS, DELTA=DELTA)
+        _apply_thrusters(rec, stride, act, params=physics, N=N, J=J, T=T, THRUSTERS=THRUSTERS)
         if WARM_START:
-            _warm_start(rec, stride, pairs, N, J, RR, CR, CC, RR_SLOTS, CR_SLOTS, CC_SLOTS, JOINTS, COLLISION)
-        _sort_contacts(rec, stride, ORDER, RR, RR_SLOTS, 2)
-        _sort_contacts(rec, stride, ORDER + RR, CR, CR_SLOTS, 1)
-        _sort_contacts(rec, stride, ORDER + RR + CR, CC, CC_SLOTS, 1)
+            _warm_start(rec, stride, pairs, N=N, J=J, RR=RR, CR=CR, CC=CC, RR_SLOTS=RR_SLOTS, CR_SLOTS=CR_SLOTS,
+                        CC_SLOTS=CC_SLOTS, JOINTS=JOINTS, COLLISION=COLLISION)
+        _sort_contacts(rec, stride, ORDER=ORDER, K=RR, SLOTS=RR_SLOTS, POINTS=2)
+        _sort_contacts(rec, stride, ORDER=ORDER + RR, K=CR, SLOTS=CR_SLOTS, POINTS=1)
+        _sort_contacts(rec, stride, ORDER=ORDER + RR + CR, K=CC, SLOTS=CC_SLOTS, POINTS=1)
         for _iteration in range(ITERATIONS):
-            _solve_joints(rec, stride, params, N, J, JOINTS)
-            _solve_contact_set(rec, stride, params, pairs, 0, 0, RR, RR_SLOTS, 2, ORDER, N, COLLISION, DELTA, SOLVER_BATCH)
-            _solve_contact_set(rec, stride, params, pairs, 1, 0, RR, RR_SLOTS, 2, ORDER, N, COLLISION, DELTA, SOLVER_BATCH)
-            _solve_contact_set(rec, stride, params, pairs, 0, RR, CR, CR_SLOTS, 1, ORDER + RR, N, COLLISION, DELTA,
-                               SOLVER_BATCH)
-            _solve_contact_set(rec, stride, params, pairs, 0, RR + CR, CC, CC_SLOTS, 1, ORDER + RR + CR, N, COLLISION,
-                               DELTA, SOLVER_BATCH)
-        _integrate(rec, stride, params, N)
-        _place_thrusters(rec, stride, N, T, THRUSTERS)
-        _contact_info(rec, stride, pairs, info + env + 3 * substep * stride, N, RR, CR, CC, RR_SLOTS, CR_SLOTS, CC_SLOTS)
+            _solve_joints(rec, stride, params=physics, N=N, J=J, JOINTS=JOINTS)
+            _solve_contact_set(rec, stride, physics, pairs, point=0, PAIRS=0, K=RR, SLOTS=RR_SLOTS, POINTS=2,
+                               ORDER=ORDER, N=N, COLLISION=COLLISION, DELTA=DELTA, SOLVER_BATCH=SOLVER_BATCH)
+            _solve_contact_set(rec, stride, physics, pairs, point=1, PAIRS=0, K=RR, SLOTS=RR_SLOTS, POINTS=2,
+                               ORDER=ORDER, N=N, COLLISION=COLLISION, DELTA=DELTA, SOLVER_BATCH=SOLVER_BATCH)
+            _solve_contact_set(rec, stride, physics, pairs, point=0, PAIRS=RR, K=CR, SLOTS=CR_SLOTS, POINTS=1,
+                               ORDER=ORDER + RR, N=N, COLLISION=COLLISION, DELTA=DELTA, SOLVER_BATCH=SOLVER_BATCH)
+            _solve_contact_set(rec, stride, physics, pairs, point=0, PAIRS=RR + CR, K=CC, SLOTS=CC_SLOTS, POINTS=1,
+                               ORDER=ORDER + RR + CR, N=N, COLLISION=COLLISION, DELTA=DELTA, SOLVER_BATCH=SOLVER_BATCH)
+        _integrate(rec, stride, params=physics, N=N)
+        _place_thrusters(rec, stride, N=N, T=T, THRUSTERS=THRUSTERS)
+        _contact_info(rec, stride, pairs, info + env + 3 * substep * stride, N=N, RR=RR, CR=CR, CC=CC,
+                      RR_SLOTS=RR_SLOTS, CR_SLOTS=CR_SLOTS, CC_SLOTS=CC_SLOTS)
+    # The env's termination rule, a NaN in any float field of the state: the state rows hold every
+    # float field (layout.py), so the lane's column of rows [0, STATE_ROWS) decides.
+    rows = tl.arange(0, NAN_SCAN_ROWS)
+    nans = tl.zeros((BLOCK,), dtype=tl.int32)
+    for first in range(0, STATE_ROWS, NAN_SCAN_ROWS):
+        row = first + rows
+        values = tl.load(state + row[:, None] * stride + env[None, :], mask=row[:, None] < STATE_ROWS, other=0.0)
+        nans += tl.sum((values != values).to(tl.int32), axis=0)
+    tl.store(info + env + 3 * FRAME_SKIP * stride, tl.where(nans > 0, 1.0, 0.0))

@@ -12,7 +12,11 @@ Backends:
 * ``"jax"``: the reference engine (:mod:`kinetix_torch.reference_jax`), fed by DLPack without
   copies. Runs on whatever device JAX places the arrays on (the CPU here).
 * ``"triton"`` / ``"triton-interpret"``: the fused Triton kernels (CUDA, or Triton's CPU
-  interpreter for tests).
+  interpreter for tests). :func:`step` packs the state into the kernels' layout and returns the
+  written float fields as views of the step's packed matrix (no copy back); the env keeps its
+  state packed between steps instead (:mod:`kinetix_torch.kernels.packed`). The launch
+  configuration follows :func:`kinetix_torch.kernels.step.launch_config_for`, or
+  :func:`kinetix_torch.kernels.step.launch_config` inside its ``with`` block.
 
 ``backend=None`` picks ``"triton"`` for CUDA tensors and ``"jax"`` otherwise.
 An explicit backend that cannot run raises :class:`BackendUnavailable` saying why.
@@ -38,6 +42,7 @@ from . import schema
 from .params import EnvParams, StaticEnvParams
 
 BACKENDS = ("jax", "triton", "triton-interpret")
+TRITON_BACKENDS = ("triton", "triton-interpret")
 
 
 class BackendUnavailable(RuntimeError):
@@ -125,26 +130,34 @@ def _jax_env_step(state, actions, params: EnvParams, static: StaticEnvParams):
     return out, schema.jax_to_torch(info, batch, device=state.device)
 
 
+def check_triton(interpret: bool, device, static: StaticEnvParams) -> None:
+    """Raise :class:`BackendUnavailable` saying why the Triton kernels (compiled, or interpreted
+    with ``interpret``) cannot run on ``device`` at these sizes."""
+    device = getattr(device, "type", device)
+    if interpret and device != "cpu":
+        raise BackendUnavailable(f"backend 'triton-interpret' runs on CPU tensors, got {device}")
+    if not interpret and device != "cuda":
+        raise BackendUnavailable(
+            f"backend 'triton' needs CUDA tensors, got {device}: use 'jax' (CPU) or 'triton-interpret' (tests)"
+        )
+    if not static.do_warm_starting:
+        raise BackendUnavailable("the Triton kernels implement do_warm_starting=True only (upstream's setting)")
+    from .kernels import step as kernels
+
+    if kernels.interpreted() != interpret:
+        raise BackendUnavailable(
+            "Triton's CPU interpreter is on for this process (TRITON_INTERPRET=1): use 'triton-interpret'"
+            if not interpret
+            else "backend 'triton-interpret' needs TRITON_INTERPRET=1 in the environment before triton is imported"
+        )
+
+
 def _triton(kind: str, interpret: bool) -> Callable:
     """The fused Triton step (``kind``: ``env_step`` or ``physics_step``), compiled or interpreted."""
 
     def run(state, actions, params: EnvParams, static: StaticEnvParams):
-        if interpret and actions.device.type != "cpu":
-            raise BackendUnavailable(f"backend 'triton-interpret' runs on CPU tensors, got {actions.device}")
-        if not interpret and actions.device.type != "cuda":
-            raise BackendUnavailable(
-                f"backend 'triton' needs CUDA tensors, got {actions.device}: use 'jax' (CPU) or 'triton-interpret' (tests)"
-            )
-        if not static.do_warm_starting:
-            raise BackendUnavailable("the Triton kernels implement do_warm_starting=True only (upstream's setting)")
+        check_triton(interpret, actions.device, static)
         from .kernels import step as kernels
-
-        if kernels.interpreted() != interpret:
-            raise BackendUnavailable(
-                "Triton's CPU interpreter is on for this process (TRITON_INTERPRET=1): use 'triton-interpret'"
-                if not interpret
-                else "backend 'triton-interpret' needs TRITON_INTERPRET=1 in the environment before triton is imported"
-            )
 
         return getattr(kernels, kind)(state, actions, params, static, interpret=interpret)
 

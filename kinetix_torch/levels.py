@@ -1,4 +1,5 @@
-"""Kinetix JSON levels: load, save, validate, pad to a larger size, and stack into banks.
+"""Level files: Kinetix JSON levels (load, save, validate, pad to a larger size, stack) and level
+bank files (many levels of one size as TensorDicts, ``.pt`` or ``.npz``).
 
 The JSON format is the one the Kinetix editors write::
 
@@ -15,12 +16,21 @@ Loading reproduces upstream's ``kinetix.util.saving.load_from_json_file``: ``hig
 dropped, ``max_timesteps`` is reset to its default, the collision matrix is recomputed from the
 joints, and warm-start manifolds start at zero. Unlike upstream, ``screen_dim`` and ``downscale``
 are taken from the file rather than reset to their defaults (every shared level uses the defaults).
+
+A bank file holds every schema field of a batch of levels (batch first) and the static and env
+params they belong to. ``.pt`` is a ``torch.save`` of plain tensors and dicts, loadable with
+``weights_only=True``; ``.npz`` is a compressed numpy archive with the params as JSON strings.
+Every write is atomic (:mod:`kinetix_torch.atomic`), and every level read or written passes
+:func:`kinetix_torch.validation.check_levels`.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import pickle
+import zipfile
+import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +39,8 @@ import numpy as np
 import torch
 
 from . import schema
-from .atomic import atomic_write_text
+from .atomic import atomic_write, atomic_write_text
+from .bodies import to_flat
 from .params import EnvParams, StaticEnvParams, static_params_for_size
 from .topology import collision_matrix
 from .validation import LevelFormatError, check_levels
@@ -49,13 +60,16 @@ __all__ = [
     "stack_levels",
     "level_bank_to_tensordict",
     "load_levels_dir",
+    "save_bank",
+    "load_bank",
+    "save_level_json",
+    "load_level_json",
 ]
 
 SIZE_NAMES = ("num_polygons", "num_circles", "num_joints", "num_thrusters")
 """The static params that padding may grow; every other static param must match to share a bank."""
 
 _TOP_LEVEL_KEYS = ("env_state", "env_params", "static_env_params")
-_MANIFOLD_PREFIXES = ("acc_rr_manifolds", "acc_cr_manifolds", "acc_cc_manifolds")
 _INDEX_FIELDS = ("joint.a_index", "joint.b_index", "thruster.object_index")
 _PADDED_DIMS = ("P", "C", "J", "T")
 
@@ -108,9 +122,9 @@ ENTITY_LISTS: tuple[EntityList, ...] = (
         "static_env_params.num_thrusters",
         {"thruster_binding": "thruster_bindings"},
     ),
-    EntityList("acc_rr_manifolds", lambda s: 2 * s.num_rr_pairs, "2 x num_rr_pairs", row_dims=2),
-    EntityList("acc_cr_manifolds", lambda s: s.num_cr_pairs, "num_cr_pairs"),
-    EntityList("acc_cc_manifolds", lambda s: s.num_cc_pairs, "num_cc_pairs"),
+    EntityList(schema.MANIFOLD_PREFIXES["rr"], lambda s: 2 * s.num_rr_pairs, "2 x num_rr_pairs", row_dims=2),
+    EntityList(schema.MANIFOLD_PREFIXES["cr"], lambda s: s.num_cr_pairs, "num_cr_pairs"),
+    EntityList(schema.MANIFOLD_PREFIXES["cc"], lambda s: s.num_cc_pairs, "num_cc_pairs"),
 )
 """Every list in ``env_state``; the reader and the writer are driven by this table alone."""
 
@@ -119,7 +133,7 @@ _STATE_ARRAYS = ("collision_matrix", "gravity")
 
 _IGNORED_ON_LOAD = frozenset(
     {"collision_matrix", "polygon_highlighted", "circle_highlighted"}
-    | {k for k in schema.FIELD_BY_KEY if k.split(".")[0] in _MANIFOLD_PREFIXES}
+    | {k for k in schema.FIELD_BY_KEY if k.split(".")[0] in schema.MANIFOLD_PREFIXES.values()}
 )
 """Fields read (and checked) from a file but reset as upstream's loader does."""
 
@@ -373,7 +387,7 @@ def pad_state(
             pad = [(0, 0)] * value.ndim
             pad[batch_ndim] = (0, new_dims[f.dims[0]] - old_dims[f.dims[0]])
             out[f.key] = np.pad(value, pad)
-        elif f.key != "collision_matrix" and f.key.split(".")[0] not in _MANIFOLD_PREFIXES:
+        elif f.key != "collision_matrix" and f.key.split(".")[0] not in schema.MANIFOLD_PREFIXES.values():
             out[f.key] = value.copy()
     added_polygons = to_static.num_polygons - from_static.num_polygons
     for key in _INDEX_FIELDS:
@@ -448,3 +462,114 @@ def load_levels_dir(path: str | os.PathLike, size: str | StaticEnvParams | None 
         raise FileNotFoundError(f"no *.json levels in {path}")
     static = static_params_for_size(size) if isinstance(size, str) else size
     return [load_level(f, static=static) for f in files]
+
+
+# --------------------------------------------------------------------------------------------------
+# Bank files, and single levels of a TensorDict batch
+
+BANK_FORMAT_VERSION = 1
+_BANK_SUFFIXES = (".pt", ".npz")
+_NPZ_PARAM_KEYS = ("__static_env_params__", "__env_params__")
+_PT_KEYS = ("format_version", "static_env_params", "env_params", "levels")
+
+
+def save_bank(path, levels, static: StaticEnvParams, env_params: EnvParams | None = None) -> None:
+    """Write a batch of levels (TensorDict, batch ``[B]``) to a bank file ``path`` (``.pt`` or
+    ``.npz``), atomically, after checking them by :func:`kinetix_torch.validation.check_levels`."""
+    path = Path(path)
+    _check_bank_suffix(path)
+    env_params = env_params or EnvParams()
+    flat = {k: v.detach().to("cpu", copy=True) for k, v in to_flat(levels).items()}  # not views of a larger batch
+    check_levels(flat, static, env_params, where=f"bank {path}")
+    if path.suffix == ".pt":
+        payload = {"format_version": BANK_FORMAT_VERSION, "static_env_params": static.to_dict(),
+                   "env_params": env_params.to_dict(), "levels": flat}
+        atomic_write(path, lambda tmp: torch.save(payload, tmp))
+        return
+    arrays = {k: v.numpy() for k, v in flat.items()}
+    arrays.update({key: np.array(json.dumps(p.to_dict())) for key, p in zip(_NPZ_PARAM_KEYS, (static, env_params))})
+
+    def write(tmp):
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, **arrays)
+
+    atomic_write(path, write)
+
+
+def load_bank(path, device=None):
+    """Read a bank written by :func:`save_bank` and check its levels by
+    :func:`kinetix_torch.validation.check_levels`. Returns ``(levels, static, env_params)``;
+    errors name the file, and for a broken level its index, field and slot."""
+    path = Path(path)
+    _check_bank_suffix(path)
+    if not path.exists():
+        raise FileNotFoundError(f"bank {path}: no such file")
+    where = f"bank {path}"
+    flat, static_dict, env_dict = (_read_pt_bank if path.suffix == ".pt" else _read_npz_bank)(path, where)
+    static = StaticEnvParams.from_dict(static_dict, where=f"{where}: static_env_params")
+    env_params = EnvParams.from_dict(env_dict, where=f"{where}: env_params")
+    check_levels(flat, static, env_params, where=where)
+    ordered = {f.key: flat[f.key] for f in schema.FIELDS}
+    return schema.to_tensordict(ordered, flat["timestep"].shape[:1], device=device), static, env_params
+
+
+def _check_bank_suffix(path: Path) -> None:
+    if path.suffix not in _BANK_SUFFIXES:
+        raise ValueError(f"bank {path}: unknown suffix {path.suffix!r}; expected '.pt' or '.npz'")
+
+
+def _read_pt_bank(path: Path, where: str):
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, zipfile.BadZipFile) as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        problem = f"not a level bank written by save_bank (damaged or another format: {first_line})"
+        raise LevelFormatError(f"{where}: {problem}") from None
+    if not isinstance(payload, dict) or payload.get("format_version") != BANK_FORMAT_VERSION:
+        raise LevelFormatError(f"{where}: not a level bank of format_version {BANK_FORMAT_VERSION}")
+    missing = [k for k in _PT_KEYS if k not in payload]
+    if missing:
+        raise LevelFormatError(f"{where}: missing {missing}; not written by save_bank")
+    levels = payload["levels"]
+    if not isinstance(levels, dict) or not all(isinstance(v, torch.Tensor) for v in levels.values()):
+        raise LevelFormatError(f"{where}: 'levels' must map field names to tensors")
+    return levels, payload["static_env_params"], payload["env_params"]
+
+
+def _read_npz_bank(path: Path, where: str):
+    try:
+        data = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise LevelFormatError(f"{where}: not a readable .npz archive ({exc})") from None
+    with data:
+        missing = [k for k in _NPZ_PARAM_KEYS if k not in data.files]
+        if missing:
+            raise LevelFormatError(f"{where}: missing {missing}; not written by save_bank")
+        try:
+            arrays = {k: data[k] for k in data.files}
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+            raise LevelFormatError(f"{where}: damaged .npz member ({exc})") from None
+    params = []
+    for key in _NPZ_PARAM_KEYS:
+        try:
+            params.append(json.loads(str(arrays.pop(key))))
+        except json.JSONDecodeError as exc:
+            raise LevelFormatError(f"{where}: {key} is not JSON ({exc})") from None
+    return {k: torch.from_numpy(v) for k, v in arrays.items()}, *params
+
+
+def save_level_json(path, levels, index: int, static: StaticEnvParams, env_params: EnvParams | None = None) -> None:
+    """Write level ``index`` of a batch (TensorDict, batch ``[B]``) as a Kinetix JSON level file
+    (atomically, after validation)."""
+    batch = levels.batch_size[0]
+    if not -batch <= index < batch:
+        raise IndexError(f"save_level_json: index {index} out of range for a batch of {batch} levels")
+    save_level(path, schema.tensordict_to_numpy(levels[index]), static, env_params or EnvParams())
+
+
+def load_level_json(path, static: StaticEnvParams | None = None, device=None):
+    """Read a Kinetix JSON level as a TensorDict batch of one (padded to ``static`` when given).
+    Returns ``(levels, static, env_params)``."""
+    level = load_level(path, static=static)
+    batched = {k: np.asarray(v)[None] for k, v in level.state.items()}
+    return schema.to_tensordict(batched, (1,), device=device), level.static, level.env_params

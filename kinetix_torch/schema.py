@@ -66,6 +66,10 @@ F32, I32, BOOL = np.dtype(np.float32), np.dtype(np.int32), np.dtype(np.bool_)
 GREEN, BLUE, RED = 1, 2, 3
 """Shape roles (``*_shape_roles``; 0 = none): a green shape must touch a blue one, never a red one."""
 
+MANIFOLD_PREFIXES = {"rr": "acc_rr_manifolds", "cr": "acc_cr_manifolds", "cc": "acc_cc_manifolds"}
+"""State key prefix of the warm-start manifolds of each contact pair kind: polygon-polygon,
+circle-polygon, circle-circle."""
+
 
 def _body_fields(kind: str, n: str) -> list[Field]:
     return [
@@ -125,9 +129,9 @@ FIELDS: tuple[Field, ...] = tuple(
         Field("thruster.active", ("T",), BOOL, "slot in use"),
         Field("collision_matrix", ("N", "N"), BOOL, "False on the diagonal and for joint-connected pairs"),
     ]
-    + _manifold_fields("acc_rr_manifolds", ("RR", 2))
-    + _manifold_fields("acc_cr_manifolds", ("CR",))
-    + _manifold_fields("acc_cc_manifolds", ("CC",))
+    + _manifold_fields(MANIFOLD_PREFIXES["rr"], ("RR", 2))
+    + _manifold_fields(MANIFOLD_PREFIXES["cr"], ("CR",))
+    + _manifold_fields(MANIFOLD_PREFIXES["cc"], ("CC",))
     + [
         Field("gravity", (2,), F32, "units/s^2"),
         Field("thruster_bindings", ("T",), I32, "thruster action slot of each thruster", sim=False),

@@ -2,7 +2,7 @@
 
 Every level that enters the project passes :func:`check_levels`: JSON load and save
 (:func:`kinetix_torch.levels.validate_level` runs it on a batch of one), bank save and load
-(:mod:`kinetix_torch.generate.bank`), and the levels and the sampler output a
+(:func:`kinetix_torch.levels.save_bank` / ``load_bank``), and the levels and the sampler output a
 :class:`~kinetix_torch.env.KinetixEnv` is given. An error names the source, the level, the field
 and slot, its value and what was expected::
 
@@ -64,7 +64,8 @@ from dataclasses import dataclass
 import torch
 
 from . import schema
-from .bodies import at_shapes, cross, dynamic_mask, recalculate_mass_and_inertia, shape_field, to_flat
+from .bodies import at_shapes, dynamic_mask, recalculate_mass_and_inertia, shape_field, to_flat
+from .formulas import cross
 from .params import EnvParams, StaticEnvParams
 from .topology import collision_matrix
 

@@ -27,8 +27,9 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from kinetix_torch.schema import BLUE, GREEN, RED
+from kinetix_torch import formulas
 from kinetix_torch.params import PHYSICS_PARAM_NAMES, EnvParams, StaticEnvParams
+from kinetix_torch.schema import MANIFOLD_PREFIXES
 from kinetix_torch.topology import MANIFOLD_KINDS, pair_tables
 
 from . import collision, contacts, joints
@@ -48,7 +49,7 @@ def _generate_manifolds(bodies, state, pairs):
         index = pairs[kind]
         if len(index):
             a, b = take(bodies, index[:, 0]), take(bodies, index[:, 1])
-            out[kind] = jax.vmap(generate)(a, b, state[f"acc_{kind}_manifolds"])
+            out[kind] = jax.vmap(generate)(a, b, state[MANIFOLD_PREFIXES[kind]])
     return out
 
 
@@ -175,7 +176,7 @@ def step(state: dict, actions, params, static: StaticEnvParams):
     if static.do_warm_starting:
         for kind in MANIFOLD_KINDS:
             if kind in manifolds:
-                state[f"acc_{kind}_manifolds"] = manifolds[kind]
+                state[MANIFOLD_PREFIXES[kind]] = manifolds[kind]
     parent = take(bodies, thruster["object_index"])
     state["thruster"] = {
         **thruster,
@@ -198,19 +199,11 @@ def contact_info(state: dict, manifolds: dict, static: StaticEnvParams) -> dict:
     Contacts count whatever the collision matrix says (it gates impulses only); an inactive shape
     has no role. Polygon-polygon contacts count through their first point, as upstream's reward.
     """
-    roles = jnp.concatenate(
-        [state["polygon_shape_roles"] * state["polygon"]["active"], state["circle_shape_roles"] * state["circle"]["active"]]
-    )
+    live_roles = jnp.concatenate([state[f"{kind}_shape_roles"] * state[kind]["active"] for kind in ("polygon", "circle")])
     position = jnp.concatenate([state["polygon"]["position"], state["circle"]["position"]])
-    touches_blue = touches_red = jnp.asarray(False)
-    distance = jnp.asarray(0.0, jnp.float32)
-    for kind, m in manifolds.items():
-        a, b = pair_tables(static)[kind].T
-        product = roles[a] * roles[b]
-        touches_blue |= jnp.any(m["active"] & (product == GREEN * BLUE))
-        touches_red |= jnp.any(m["active"] & (product == GREEN * RED))
-        gap = jnp.linalg.norm(position[a] - position[b], axis=-1)
-        distance += jnp.sum((product == GREEN * BLUE) * gap)  # a product, as upstream: NaN stays NaN
+    tables = {kind: pair_tables(static)[kind] for kind in manifolds}
+    active = {kind: m["active"] for kind, m in manifolds.items()}
+    touches_blue, touches_red, distance = formulas.contact_info(live_roles, position, active, tables)
     return {"touches_blue": touches_blue, "touches_red": touches_red, "distance": distance}
 
 

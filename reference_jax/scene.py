@@ -3,8 +3,8 @@ adding shapes, joints and thrusters.
 
 Every function takes and returns ONE environment's state, the nested dict of
 :mod:`kinetix_torch.schema` including the env-only fields (roles, densities, bindings). All are
-pure and jit-compiled with :class:`StaticEnvParams` as a static argument; every other argument is
-traced data, so new values never recompile.
+pure; all but :func:`empty_scene` (a constant) are jit-compiled with :class:`StaticEnvParams` as a
+static argument, every other argument being traced data, so new values never recompile.
 
 The ``add_*`` functions fill the first free slot and return ``(state, index)``; when every slot is
 taken they return the state unchanged and index -1.
@@ -18,11 +18,12 @@ import math
 import jax
 import jax.numpy as jnp
 
+from kinetix_torch import formulas
 from kinetix_torch.params import StaticEnvParams
-from kinetix_torch.schema import allocate, flatten, nest
+from kinetix_torch.schema import flatten, nest
 from kinetix_torch.topology import collision_matrix
 
-from .math2d import cross, dot, nonzero, norm, rotate
+from .math2d import rotate
 
 __all__ = [
     "empty_scene",
@@ -38,123 +39,25 @@ __all__ = [
 _jit = functools.partial(jax.jit, static_argnames=("static",))
 
 
-@_jit
-def empty_scene(static: StaticEnvParams, floor_offset=0.2, scene_size=5.0) -> dict:
-    """Upstream Kinetix's empty env: floor, two side walls and ceiling as immovable polygons 0-3.
-
-    The floor's top edge is at ``floor_offset * 2`` (0.4) and the walls frame x in [0, scene_size].
-    """
-    flat = {key: jnp.asarray(value) for key, value in allocate(static).items()}
-    s, off, half = scene_size, floor_offset, scene_size / 2
-    pieces = [
-        ((half, off - s), [(half, s + off), (half, -s - off), (-half, -s - off), (-half, s + off)]),  # floor
-        ((0.0, 0.0), [(-s, s), (0.0, s), (0.0, 0.0), (-s, 0.0)]),  # left wall
-        ((0.0, 0.0), [(s, s), (2 * s, s), (2 * s, 0.0), (s, 0.0)]),  # right wall
-        # Ceiling. Upstream's first vertex has x = s where s/2 would make a box; kept for parity.
-        ((half, off + 2 * s), [(s, s + off), (half, -s - off), (-half, -s - off), (-half, s + off)]),
-    ][: static.num_polygons]
-    n = len(pieces)
-    flat["polygon.position"] = flat["polygon.position"].at[:n].set(jnp.array([p for p, _ in pieces], jnp.float32))
-    flat["polygon.vertices"] = flat["polygon.vertices"].at[:n, :4].set(jnp.array([v for _, v in pieces], jnp.float32))
-    flat["polygon.active"] = flat["polygon.active"].at[:n].set(True)
-    flat["polygon.n_vertices"] = jnp.full_like(flat["polygon.n_vertices"], 4)
-    is_scene_piece = jnp.arange(static.num_polygons) < static.num_static_fixated_polys
-    flat["polygon.collision_mode"] = jnp.where(is_scene_piece, 2, 1).astype(jnp.int32)
-    for kind in ("polygon", "circle"):
-        flat[f"{kind}.friction"] = jnp.ones_like(flat[f"{kind}.friction"])
-    flat["circle.collision_mode"] = jnp.ones_like(flat["circle.collision_mode"])
-    flat["joint.global_position"] = jnp.full_like(flat["joint.global_position"], 256.0)
-    flat["gravity"] = jnp.array([0.0, -9.81], jnp.float32)
-    state = recompute_collision_matrix(nest(flat), static)
-    return recompute_mass_and_inertia(state, static)
+def empty_scene(static: StaticEnvParams, floor_offset: float = 0.2, scene_size: float = 5.0) -> dict:
+    """Upstream Kinetix's empty env (:func:`kinetix_torch.formulas.empty_scene`): floor, two side
+    walls and ceiling as immovable polygons 0-3."""
+    flat = formulas.empty_scene(static, floor_offset, scene_size)
+    return nest({key: jnp.asarray(value) for key, value in flat.items()})
 
 
-# --- mass and inertia -------------------------------------------------------------------------
-
-
-def _polygon_area_and_centroid(vertices, n_vertices):
-    """Area (fan of triangles from vertex 0) and vertex mean of the first ``n_vertices`` vertices.
-
-    ``vertices``: ``(..., V, 2)``; ``n_vertices``: ``(...)``. Each triangle's area is base times
-    height over two, the height measured from the third vertex to the foot of its perpendicular
-    on the base line.
-    """
-    v0 = vertices[..., 0, :]
-    max_vertices = vertices.shape[-2]
-    area = jnp.zeros(vertices.shape[:-2], vertices.dtype)
-    for i in range(max_vertices - 2):
-        base = vertices[..., i + 1, :] - v0
-        width = norm(base)
-        along = base / nonzero(width)[..., None]
-        apex = vertices[..., i + 2, :]
-        foot = v0 + dot(apex - v0, along)[..., None] * along
-        area = area + jnp.where(i < n_vertices - 2, width * norm(apex - foot) / 2.0, 0.0)
-    live = (jnp.arange(max_vertices) < n_vertices[..., None])[..., None]
-    # A vertex-less polygon gets no shift (upstream would divide by zero).
-    centroid = jnp.sum(vertices * live, axis=-2) / nonzero(n_vertices.astype(vertices.dtype))[..., None]
-    return area, centroid
-
-
-def _polygon_unit_inertia(vertices, n_vertices):
-    """Moment of inertia about the local origin at density 1: the sum over edges of the
-    origin-edge triangles' moments, each taken in absolute value.
-
-    As upstream, edge i runs to vertex ``(i + 1) % V`` with V the vertex *slots*, so a triangle's
-    closing edge goes to the unused fourth slot instead of back to vertex 0.
-    """
-    max_vertices = vertices.shape[-2]
-    total = jnp.zeros(vertices.shape[:-2], vertices.dtype)
-    for i in range(max_vertices):
-        p0, p1 = vertices[..., i, :], vertices[..., (i + 1) % max_vertices, :]
-        x0, y0, x1, y1 = p0[..., 0], p0[..., 1], p1[..., 0], p1[..., 1]
-        moment = cross(p1, p0) / 12.0 * (x1 * x1 + x0 * x1 + x0 * x0 + y1 * y1 + y0 * y1 + y0 * y0)
-        total = total + jnp.where(i < n_vertices, jnp.abs(moment), 0.0)
-    return total
-
-
-def _polygon_mass_properties(polygon, density):
-    """``polygon`` with mass-derived fields recomputed from ``density`` (any leading shape).
-
-    Movable polygons (``inverse_mass != 0``) are re-centred on their vertex mean: the shift is
-    added to ``position`` unrotated, as upstream (exact for rotation 0 or centred vertices).
-    Zero ``inverse_mass`` / ``inverse_inertia`` stay zero.
-    """
-    area, centroid = _polygon_area_and_centroid(polygon["vertices"], polygon["n_vertices"])
-    movable = polygon["inverse_mass"] != 0
-    shift = jnp.where(movable[..., None], centroid, 0.0)
-    vertices = polygon["vertices"] - shift[..., None, :]
-    inertia = _polygon_unit_inertia(vertices, polygon["n_vertices"]) * density
-    return {
-        **polygon,
-        "position": polygon["position"] + shift,
-        "vertices": vertices,
-        "inverse_mass": jnp.where(movable, 1.0 / nonzero(area * density), 0.0),
-        "inverse_inertia": jnp.where(polygon["inverse_inertia"] != 0, 1.0 / nonzero(inertia), 0.0),
-    }
-
-
-def _circle_mass_properties(circle, density):
-    """``circle`` with ``inverse_mass`` / ``inverse_inertia`` of a disc of ``density``; both stay
-    zero where ``inverse_mass`` is zero."""
-    r = circle["radius"]
-    movable = circle["inverse_mass"] != 0
-    mass = r * r * math.pi * density
-    inertia = math.pi * r**4 / 4.0 * density
-    return {
-        **circle,
-        "inverse_mass": jnp.where(movable, 1.0 / nonzero(mass), 0.0),
-        "inverse_inertia": jnp.where(movable, 1.0 / nonzero(inertia), 0.0),
-    }
+# --- derived quantities ----------------------------------------------------------------------
 
 
 @_jit
 def recompute_mass_and_inertia(state: dict, static: StaticEnvParams) -> dict:
     """Inverse masses and inertias of every shape from ``polygon_densities`` / ``circle_densities``
-    (immovable shapes stay immovable), re-centring movable polygons on their vertex mean."""
+    (immovable shapes stay immovable), re-centring movable polygons on their vertex mean
+    (:mod:`kinetix_torch.formulas`)."""
     return {
         **state,
-        "polygon": _polygon_mass_properties(state["polygon"], state["polygon_densities"]),
-        "circle": _circle_mass_properties(state["circle"], state["circle_densities"]),
+        "polygon": {**state["polygon"], **formulas.recalculate_polygons(state["polygon"], state["polygon_densities"])},
+        "circle": {**state["circle"], **formulas.recalculate_circles(state["circle"], state["circle_densities"])},
     }
 
 
@@ -233,7 +136,7 @@ def add_polygon(
     n_vertices = vertices.shape[0] if n_vertices is None else n_vertices
     padded = jnp.zeros((static.max_polygon_vertices, 2), jnp.float32).at[: vertices.shape[0]].set(vertices)
     movable = jnp.where(fixated, 0.0, 1.0)
-    shape = _polygon_mass_properties(
+    shape = formulas.recalculate_polygons(
         {
             "position": jnp.asarray(position, jnp.float32),
             "vertices": padded,
@@ -249,7 +152,7 @@ def add_polygon(
     values.update(
         {
             "polygon.vertices": shape["vertices"],
-            "polygon.n_vertices": shape["n_vertices"],
+            "polygon.n_vertices": n_vertices,
             "polygon.inverse_mass": shape["inverse_mass"],
             "polygon.inverse_inertia": shape["inverse_inertia"],
             "polygon.radius": 0.0,
@@ -277,7 +180,7 @@ def add_circle(
 ):
     """Add a circle in the first free circle slot. Returns ``(state, global index)`` (P + slot)."""
     movable = jnp.where(fixated, 0.0, 1.0)
-    shape = _circle_mass_properties({"radius": jnp.asarray(radius, jnp.float32), "inverse_mass": movable}, density)
+    shape = formulas.recalculate_circles({"radius": jnp.asarray(radius, jnp.float32), "inverse_mass": movable}, density)
     values = _body_values(
         "circle", position, rotation, velocity, angular_velocity, friction, restitution, collision_mode, role
     )

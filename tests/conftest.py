@@ -5,7 +5,8 @@ Tests that need it fail (not skip) with a clear message when it is absent, so CI
 silently without it.
 
 The Triton kernels run in Triton's CPU interpreter in the tests: ``TRITON_INTERPRET=1`` must be set
-before anything imports triton, hence here.
+before anything imports triton, hence here. The GPU suite (``benchmarks/gpu_suite.sh``) runs the
+``gpu``-marked tests with ``TRITON_INTERPRET=0`` and compiled kernels; without CUDA those tests skip.
 """
 
 from __future__ import annotations
@@ -34,6 +35,18 @@ def require_shared(*parts: str) -> Path:
             pytrace=False,
         )
     return path
+
+
+def pytest_collection_modifyitems(config, items):
+    """``gpu`` tests need CUDA (and compiled kernels); elsewhere they are reported as skipped."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA: runs in benchmarks/gpu_suite.sh on the GPU machine")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,5 @@
 """Random level generation: validity, distribution against upstream's statistics, seeding, the
-no-op filter, the env reset sampler and level banks.
+no-op filter and the env reset sampler (level banks: ``test_levels.py``).
 
 Distribution tests compare against ``golden/random/stats_<size>.json`` (2000 upstream levels per
 size). Every histogram bin and fraction is a two-sample two-proportion z-test; every quantile q of
@@ -14,13 +14,13 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 
 import numpy as np
 import pytest
 import torch
 
 from kinetix_torch import engine, schema
+from kinetix_torch.bodies import to_flat
 from kinetix_torch.generate import (
     RandomLevelSampler,
     UEDParams,
@@ -28,14 +28,9 @@ from kinetix_torch.generate import (
     filter_levels,
     generator_rule_problems,
     level_problems,
-    load_bank,
-    load_level_json,
     noop_solved,
     sample_levels,
-    save_bank,
-    save_level_json,
 )
-from kinetix_torch.generate.batch import to_flat
 from kinetix_torch.generate.geometry import contacts_of_shape
 from kinetix_torch.params import EnvParams, StaticEnvParams, static_params_for_size
 from kinetix_torch.topology import pair_tables
@@ -347,32 +342,7 @@ def test_draw_indices_weights_and_no_replacement():
         draw_indices(solved, 1001, generator)
 
 
-# --- banks --------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("suffix", [".pt", ".npz"])
-def test_bank_round_trip(levels_by_size, tmp_path, suffix):
-    static, levels = static_params_for_size("l"), levels_by_size["l"][:100]
-    path = tmp_path / f"bank{suffix}"
-    save_bank(path, levels, static, RANDOM_ENV)
-    loaded, loaded_static, loaded_env = load_bank(path)
-    assert loaded_static == static and loaded_env == RANDOM_ENV
-    assert (loaded == levels).all()
-    assert os.listdir(tmp_path) == [path.name], "a temporary file was left behind"
-
-
-def test_bank_refuses_unknown_suffix(levels_by_size, tmp_path):
-    with pytest.raises(ValueError, match="unknown suffix"):
-        save_bank(tmp_path / "bank.h5", levels_by_size["s"][:2], static_params_for_size("s"))
-
-
-def test_single_level_json_round_trip(levels_by_size, tmp_path):
-    static, levels = static_params_for_size("m"), levels_by_size["m"]
-    path = tmp_path / "level.json"
-    save_level_json(path, levels, 7, static, RANDOM_ENV)
-    loaded, loaded_static, _ = load_level_json(path)
-    assert loaded_static == static and loaded.batch_size == torch.Size([1])
-    assert (loaded == levels[7:8]).all()
+# --- the env ------------------------------------------------------------------------------------
 
 
 def test_env_resets_from_the_random_level_sampler():

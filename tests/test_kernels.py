@@ -1,4 +1,6 @@
-"""The fused Triton step, run by Triton's CPU interpreter, against the JAX reference engine.
+"""The fused Triton step against the JAX reference engine: run by Triton's CPU interpreter
+(``triton-interpret``, the default test process) and, in the GPU suite (``TRITON_INTERPRET=0
+pytest -m gpu``), compiled on CUDA (``triton``): the same comparisons, parametrised by backend.
 
 Tolerance: every state field within ``atol 1e-5 + rtol 1e-5`` of ``reference_jax`` after one
 physics step, on every golden input state. Exceptions must be rare (at most 1% of a group's
@@ -19,13 +21,24 @@ import torch
 
 from kinetix_torch import conformance, engine, schema
 from kinetix_torch.conformance import NumpyEngine, sample_excess
+from kinetix_torch.kernels.step import interpreted
 from kinetix_torch.params import EnvParams, static_params_for_size
 
 pytestmark = pytest.mark.slow  # developers' fast subset: pytest -m 'not slow'
 
-assert os.environ.get("TRITON_INTERPRET") == "1", "tests/conftest.py sets TRITON_INTERPRET=1 before triton loads"
+JAX = NumpyEngine("jax")
+interpreter_only = pytest.mark.skipif(
+    not interpreted(), reason="the interpreter's tests: this process compiles the kernels (TRITON_INTERPRET=0)"
+)
 
-JAX, TRITON = NumpyEngine("jax"), NumpyEngine("triton-interpret")
+
+@pytest.fixture(params=["triton-interpret", pytest.param("triton", marks=pytest.mark.gpu)])
+def triton(request) -> NumpyEngine:
+    """The Triton backend this process runs: the interpreter on CPU, the compiled kernels on CUDA."""
+    if (request.param == "triton-interpret") != interpreted():
+        pytest.skip(f"{request.param}: this process has TRITON_INTERPRET={os.environ.get('TRITON_INTERPRET')}")
+    return NumpyEngine(request.param)
+
 TIGHT, GOLDEN_TOLERANCE = 1e-5, 1e-4
 MAX_NEAR_TIE_SHARE = 0.01
 ROLE_KEYS = ("polygon_shape_roles", "circle_shape_roles")
@@ -61,10 +74,10 @@ def assert_matches_reference(got, ref, upstream, label):
 
 
 @pytest.mark.parametrize("prefix", ["handmade/s", "handmade/m", "random/s", "random/m", "random/l"])
-def test_single_steps_match_reference(golden_dir, prefix):
+def test_single_steps_match_reference(golden_dir, prefix, triton):
     for static, params, inputs, actions, upstream in golden_groups(golden_dir, prefix):
         ref, ref_manifolds = JAX.physics(inputs, actions, static, params)
-        got, manifolds = TRITON.physics(inputs, actions, static, params)
+        got, manifolds = triton.physics(inputs, actions, static, params)
         assert_matches_reference(got, ref, upstream, prefix)
         assert sorted(manifolds) == sorted(ref_manifolds)
         for key in ref_manifolds:
@@ -95,11 +108,11 @@ def perturbed_scenes(inputs: dict, static, seed: int) -> dict:
 
 
 @pytest.mark.parametrize("prefix", ["random/s", "random/l"])
-def test_random_scenes_match_reference(golden_dir, prefix):
+def test_random_scenes_match_reference(golden_dir, prefix, triton):
     static, params, inputs, actions, _ = next(golden_groups(golden_dir, prefix))
     scenes = perturbed_scenes(inputs, static, seed=7)
     ref, _ = JAX.physics(scenes, actions, static, params)
-    got, _ = TRITON.physics(scenes, actions, static, params)
+    got, _ = triton.physics(scenes, actions, static, params)
     active = ref["acc_rr_manifolds.active"].sum() + ref["acc_cr_manifolds.active"].sum()
     assert active > len(actions), "the perturbed scenes should be full of contacts"
     excess = sample_excess(got, ref, schema.SIM_KEYS, TIGHT, TIGHT)
@@ -118,7 +131,7 @@ def rollout(engine_, state: dict, actions: np.ndarray, static, params, steps: in
 
 
 @pytest.mark.parametrize("prefix", ["handmade/s", "random/m"])
-def test_rollouts_report_divergence(golden_dir, prefix):
+def test_rollouts_report_divergence(golden_dir, prefix, triton):
     """16 env steps (32 substeps) with random actions from every golden input state."""
     static, params, inputs, _, _ = next(golden_groups(golden_dir, prefix))
     batch = len(inputs["polygon.position"])
@@ -128,7 +141,7 @@ def test_rollouts_report_divergence(golden_dir, prefix):
     ).astype(np.float32)
     start = {**inputs, **{k: np.ones((batch,) + schema.field_shape(k, static), np.int32) for k in ROLE_KEYS}}
     ref_states, ref_infos = rollout(JAX, start, actions, static, params, 16)
-    got_states, got_infos = rollout(TRITON, start, actions, static, params, 16)
+    got_states, got_infos = rollout(triton, start, actions, static, params, 16)
     excess = [sample_excess(g, r, schema.SIM_KEYS, TIGHT, TIGHT) for g, r in zip(got_states, ref_states)]
     worst_position = [
         np.abs(g["polygon.position"] - r["polygon.position"]).reshape(batch, -1).max(1)
@@ -146,7 +159,7 @@ def test_rollouts_report_divergence(golden_dir, prefix):
     np.testing.assert_allclose(first_info["distance"], ref_infos[0]["distance"], rtol=1e-4, atol=1e-4)
 
 
-def test_env_step_contact_info_matches_reference(golden_dir):
+def test_env_step_contact_info_matches_reference(golden_dir, triton):
     """Per-substep contact info on a golden trajectory's first states, with its real roles."""
     case = next(c for c in conformance.discover_cases(golden_dir) if c.name.startswith("handmade/s"))
     traj = np.load(case.file("traj.multi_discrete.npz"))
@@ -155,7 +168,7 @@ def test_env_step_contact_info_matches_reference(golden_dir):
     state = {k: traj[f"state.{k}"][:steps] for k in keys}
     actions = traj["action_processed"][:steps]
     (ref,), (ref_info,) = rollout(JAX, state, actions, case.static, case.env_params, 1)
-    (got,), (got_info,) = rollout(TRITON, state, actions, case.static, case.env_params, 1)
+    (got,), (got_info,) = rollout(triton, state, actions, case.static, case.env_params, 1)
     assert (sample_excess(got, ref, schema.SIM_KEYS, TIGHT, TIGHT) <= 1).all()
     assert got_info["touches_blue"].shape == (steps, case.static.frame_skip)
     for key in ("touches_blue", "touches_red"):
@@ -164,6 +177,7 @@ def test_env_step_contact_info_matches_reference(golden_dir):
     np.testing.assert_allclose(got_info["distance"], ref_info["distance"], rtol=1e-5, atol=1e-5)
 
 
+@interpreter_only
 def test_backends_say_why_they_cannot_run():
     static = static_params_for_size("s")
     state = schema.to_tensordict(schema.allocate(static, (2,)), (2,))
@@ -175,6 +189,7 @@ def test_backends_say_why_they_cannot_run():
                     backend="triton-interpret")
 
 
+@interpreter_only
 def test_fused_step_is_an_opaque_op_under_torch_compile(golden_dir):
     """``torch.compile(fullgraph=True)`` takes the kernel as one custom op (its fake gives the
     shapes) and the compiled call updates the state exactly as the eager one."""
@@ -185,15 +200,17 @@ def test_fused_step_is_an_opaque_op_under_torch_compile(golden_dir):
     full = schema.allocate(static, (batch,))
     full.update(inputs)
     state = schema.to_tensordict(full, (batch,))
-    padded = step.padded_batch(batch, interpret=True)
+    config = step.launch_config_for(static, interpret=True)
+    padded = step.padded_batch(batch, interpret=True, config=config)
     eager, compiled_state = (layout.pack(state, static, padded, torch.device("cpu")) for _ in range(2))
     padded_actions = torch.zeros(static.action_dim, padded)
     padded_actions[:, :batch] = torch.from_numpy(actions).T
     physics, pairs = step._device_constants(static, params, torch.device("cpu"))
     sizes = [int(v) for v in layout.layout_for(static).constexprs.values()]
+    launch = [step._block(padded, config, True), config.num_warps, 0, int(config.fp_fusion)]
 
     def substeps(packed):
-        return step.fused_substeps(packed, padded_actions, physics, pairs, sizes, static.frame_skip, True)
+        return step.fused_substeps(packed, padded_actions, physics, pairs, sizes, static.frame_skip, launch, True)
 
     info = substeps(eager)
     compiled_info = torch.compile(substeps, backend="aot_eager", fullgraph=True)(compiled_state)

@@ -1,26 +1,34 @@
-"""Level JSON loading, saving, validation, padding and banks, against upstream's golden data."""
+"""Level JSON loading, saving, validation, padding and banks (stacked levels and bank files),
+against upstream's golden data."""
 
 from __future__ import annotations
 
 import copy
 import json
+import os
 import re
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from kinetix_torch import schema
+from kinetix_torch.generate import sample_levels
 from kinetix_torch.levels import (
     Level,
     LevelFormatError,
     level_bank_to_tensordict,
     level_from_json_dict,
     level_to_json_dict,
+    load_bank,
     load_level,
+    load_level_json,
     load_levels_dir,
     pad_state,
+    save_bank,
     save_level,
+    save_level_json,
     stack_levels,
     validate_level,
 )
@@ -395,8 +403,6 @@ def test_stack_levels_default_size_and_errors(loaded, levels_dir):
 
 
 def test_level_bank_to_tensordict(loaded):
-    import torch
-
     levels = [loaded["s/h0_weak_thrust"], loaded["l/h17_unicycle"]]
     td, static = level_bank_to_tensordict(levels, device="cpu")
     assert static == static_params_for_size("l")
@@ -409,3 +415,84 @@ def test_load_levels_dir(levels_dir):
     levels = load_levels_dir(levels_dir / "s", "m")
     assert [lvl.name for lvl in levels] == sorted(f.stem for f in (levels_dir / "s").glob("*.json"))
     assert all(lvl.static == static_params_for_size("m") for lvl in levels)
+
+
+# --------------------------------------------------------------------------------------------------
+# Bank files and single levels of a TensorDict batch
+
+RANDOM_ENV = EnvParams(dense_reward_scale=0.2)
+
+
+@pytest.fixture(scope="module")
+def random_bank():
+    """Random M levels of a larger batch, and their size."""
+    static = static_params_for_size("m")
+    return sample_levels(12, static, generator=torch.Generator().manual_seed(2), env_params=RANDOM_ENV), static
+
+
+@pytest.mark.parametrize("suffix", [".pt", ".npz"])
+def test_bank_round_trip(random_bank, tmp_path, suffix):
+    levels, static = random_bank
+    path = tmp_path / f"bank{suffix}"
+    save_bank(path, levels, static, RANDOM_ENV)
+    loaded, loaded_static, loaded_env = load_bank(path)
+    assert loaded_static == static and loaded_env == RANDOM_ENV
+    assert loaded.batch_size == levels.batch_size and (loaded == levels).all()
+    assert os.listdir(tmp_path) == [path.name], "a temporary file was left behind"
+
+
+def test_bank_of_a_slice_stores_only_the_slice(random_bank, tmp_path):
+    levels, static = random_bank
+    save_bank(tmp_path / "slice.pt", levels[:2], static)
+    stored = torch.load(tmp_path / "slice.pt", weights_only=True)["levels"]
+    oversized = [k for k, v in stored.items() if v.untyped_storage().nbytes() != v.numel() * v.element_size()]
+    assert oversized == [], f"fields stored with the whole batch behind them: {oversized}"
+
+
+def test_bank_refuses_unknown_suffix_and_missing_file(random_bank, tmp_path):
+    levels, static = random_bank
+    with pytest.raises(ValueError, match=rf"^bank {re.escape(str(tmp_path / 'bank.h5'))}: unknown suffix '.h5'"):
+        save_bank(tmp_path / "bank.h5", levels, static)
+    assert os.listdir(tmp_path) == []
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        load_bank(tmp_path / "missing.npz")
+
+
+def test_bank_errors_name_the_file_and_field(random_bank, tmp_path):
+    levels, static = random_bank
+    pt, npz = tmp_path / "bank.pt", tmp_path / "bank.npz"
+    save_bank(pt, levels, static)
+    payload = torch.load(pt, weights_only=True)
+    del payload["levels"]
+    torch.save(payload, pt)
+    with pytest.raises(LevelFormatError, match=rf"^bank {re.escape(str(pt))}: missing \['levels'\]"):
+        load_bank(pt)
+
+    save_bank(npz, levels, static)
+    with np.load(npz) as stored:
+        arrays = dict(stored)
+    del arrays["circle.radius"]
+    np.savez(npz, **arrays)
+    with pytest.raises(LevelFormatError, match=rf"^bank {re.escape(str(npz))}: missing field\(s\) \['circle.radius'\]"):
+        load_bank(npz)
+    arrays["circle.radius"] = np.zeros((len(levels), static.num_circles), np.float64)
+    np.savez(npz, **arrays)
+    with pytest.raises(LevelFormatError, match=rf"^bank {re.escape(str(npz))}: field 'circle.radius' has dtype float64"):
+        load_bank(npz)
+    arrays["circle.radius"] = arrays["circle.radius"].astype(np.float32)
+    arrays["__env_params__"] = np.array("{not json")
+    np.savez(npz, **arrays)
+    with pytest.raises(LevelFormatError, match=rf"^bank {re.escape(str(npz))}: __env_params__ is not JSON"):
+        load_bank(npz)
+
+
+def test_single_level_json_round_trip(random_bank, tmp_path):
+    levels, static = random_bank
+    path = tmp_path / "level.json"
+    save_level_json(path, levels, 7, static, RANDOM_ENV)
+    loaded, loaded_static, _ = load_level_json(path)
+    assert loaded_static == static and loaded.batch_size == torch.Size([1])
+    assert (loaded == levels[7:8]).all()
+    with pytest.raises(IndexError, match="index 12 out of range for a batch of 12"):
+        save_level_json(tmp_path / "never.json", levels, 12, static)
+    assert os.listdir(tmp_path) == ["level.json"]

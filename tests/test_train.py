@@ -10,6 +10,7 @@ random one within a few thousand frames.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -23,15 +24,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torchrl.modules import set_recurrent_mode
 from torchrl.objectives import ClipPPOLoss
 
 from kinetix_torch import cli
 from kinetix_torch.commands.args import field_docs
+from kinetix_torch.curricula import CURRICULA, PLRConfig, SFLConfig
 from kinetix_torch.models import make_actor_critic
 from kinetix_torch.train import checkpoint as ckpt
 from kinetix_torch.train import ppo
 from kinetix_torch.train.config import TrainConfig
+from kinetix_torch.train.evaluate import evaluate
+from kinetix_torch.train.logger import level_name
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -156,7 +161,23 @@ def test_run_folder_holds_config_metrics_tensorboard_and_checkpoints(lift_run):
     assert set(config["model"]) >= {"actor_width", "recurrent_model"}
     state = ckpt.read_training_state(folder)
     assert (state["updates"], state["frames"]) == (LIFT_UPDATES, LIFT_UPDATES * 1024)
-    assert {"optimizer", "rng", "env", "carry", "model"} <= set(state)
+    assert {"optimizer", "model", "ranks"} <= set(state) and len(state["ranks"]) == 1  # one process
+    assert {"rng", "env", "carry", "episode_return", "episode_length"} <= set(state["ranks"][0])
+
+
+def test_a_checkpoint_of_format_1_resumes(lift_run, lift_dir):
+    """Format 1 (before data-parallel runs) kept the one process's state at the top level."""
+    state = ckpt.read_training_state(lift_run / "checkpoint")
+    (process,) = state.pop("ranks")
+    config = lift_config(lift_dir, lift_run)
+    env = ppo.make_training_env(config, torch.device("cpu"))
+    actor_critic = make_actor_critic(env.observation_spec["observation"], env.action_spec,
+                                     ppo.model_config_from_flags(config))
+    learner = ppo.PPO(config, env, actor_critic)
+    learner.load_training_state(state | process | {"format": 1})
+    assert learner.updates == LIFT_UPDATES
+    assert torch.equal(learner.carry["observation"], process["carry"]["observation"])
+    assert torch.equal(learner.episode_length, process["episode_length"])
 
 
 def test_checkpoint_loads_back_with_identical_outputs(lift_run, lift_dir):
@@ -256,6 +277,53 @@ def test_recurrent_mode_replays_the_rollout_exactly(lift_dir):
 
 
 # --------------------------------------------------------------------------------------------------
+# Evaluation during training
+
+
+def test_evaluation_during_training_logs_each_level_and_each_size(lift_dir, levels_dir, tmp_path):
+    """Training at size M, evaluated on an S level padded up and an M level: every level's results
+    and each size's mean go to eval.jsonl and TensorBoard, and they are :func:`evaluate`'s (one
+    batched env, stochastic policy, the training env's params)."""
+    eval_dir = tmp_path / "eval"
+    eval_dir.mkdir()
+    m_level = sorted((levels_dir / "m").glob("*.json"))[0]
+    shutil.copy(lift_dir / "lift.json", eval_dir)
+    shutil.copy(m_level, eval_dir)
+    run = tmp_path / "run"
+    config = lift_config(lift_dir, run, env_size="m", num_envs=8, num_steps=8, num_minibatches=2, update_epochs=1,
+                         total_frames=64, eval_every=1, eval_levels=[eval_dir], eval_attempts=4, tensorboard=True)
+    ppo.train(config)
+    (logged,) = [json.loads(line) for line in (run / "eval.jsonl").read_text().splitlines()]
+    names = ["eval/lift", f"eval/{m_level.stem}"]
+    assert logged["updates"] == 1 and sorted(logged["levels"]) == sorted(names)
+    assert logged["mean_s"] == {**logged["levels"]["eval/lift"], "attempts": 4}
+    assert logged["mean_m"] == {**logged["levels"][f"eval/{m_level.stem}"], "attempts": 4}
+    policy = ckpt.load_policy(run)
+    paths = sorted(eval_dir.glob("*.json"))  # as --eval-levels FOLDER orders them
+    report = evaluate(policy.actor_critic.policy, paths, observation_type="symbolic_flat",
+                      action_type="multi_discrete", env_size=policy.static_env_params, attempts=4, seed=0,
+                      env_params=policy.env_params)
+    for path in paths:
+        assert logged["levels"][level_name(path)] == dataclasses.asdict(report.results[str(path)])
+    assert logged["mean"] == dataclasses.asdict(report.means["mean"])
+    tensorboard = EventAccumulator(str(run / "tb"))
+    tensorboard.Reload()
+    tags = set(tensorboard.Tags()["scalars"])
+    assert {f"eval/level/{name}/solve_rate" for name in names} | {"eval/mean_s/solve_rate", "eval/mean_m/solve_rate",
+                                                                   "eval/mean/solve_rate"} <= tags
+
+
+def test_evaluation_levels_default_to_the_handmade_sets_up_to_the_training_size(levels_dir, lift_dir):
+    static_m = ppo.make_training_env(lift_config(lift_dir, Path("unused"), env_size="m"), "cpu").static_env_params
+    config = TrainConfig(env_size="m", eval_every=10)
+    assert TrainConfig(env_size="s").eval_level_specs == ["s"] and config.eval_level_specs == ["s", "m"]
+    names = [level_name(path) for path in ppo._eval_level_paths(config, static_m)]
+    expected = [f"{size}/{p.stem}" for size in ("s", "m") for p in sorted((levels_dir / size).glob("*.json"))]
+    assert names == expected and len(names) == 34
+    assert TrainConfig(env_size="l").eval_level_specs == ["s", "m", "l"]
+
+
+# --------------------------------------------------------------------------------------------------
 # Fine-tuning
 
 
@@ -349,9 +417,18 @@ def test_every_config_field_is_a_documented_flag_and_round_trips_through_json(tm
     help_text = " ".join(capsys.readouterr().out.split())
     for name in TrainConfig.__dataclass_fields__:
         assert docs.get(name), f"TrainConfig.{name} has no docstring"
-        assert f"--{name.replace('_', '-')}" in help_text and docs[name][:30] in help_text
+        if name != "curriculum_config":  # its fields are the flags, below
+            assert f"--{name.replace('_', '-')}" in help_text and docs[name][:30] in help_text
+    for config_class, _ in CURRICULA.values():
+        for name, doc in field_docs(config_class).items():
+            assert f"--{name.replace('_', '-')}" in help_text and doc[:30] in help_text
     config = TrainConfig(levels=[tmp_path / "a.json"], width=64, eval_levels=[tmp_path / "b"])
     assert TrainConfig.from_json_dict(json.loads(json.dumps(config.to_json_dict()))) == config
+    sfl = TrainConfig(curriculum="sfl", curriculum_config=SFLConfig(sfl_scale=0.25, noop_filter=False))
+    assert TrainConfig.from_json_dict(json.loads(json.dumps(sfl.to_json_dict()))) == sfl
+    assert TrainConfig(curriculum="plr").curriculum_config == PLRConfig(), "a curriculum's defaults by default"
+    with pytest.raises(ValueError, match="unknown plr curriculum option"):
+        TrainConfig.from_json_dict({"curriculum": "plr", "curriculum_config": {"sfl_scale": 1.0}})
     defaults = TrainConfig()
     assert (defaults.num_envs, defaults.num_steps, defaults.update_epochs, defaults.num_minibatches) == (
         2048, 64, 8, 32

@@ -1,4 +1,5 @@
-"""Batched level states as flat dicts of tensors, and the random draws the generator makes.
+"""Batched level states as flat dicts of tensors, the slot writes every edit is made of, and the
+random draws the generator makes.
 
 Inside the generator a batch of levels is a *flat* dict ``{"polygon.position": (B, P, 2), ...}``
 (the keys of :mod:`kinetix_torch.schema`). Every edit is functional: it replaces dict entries
@@ -17,11 +18,10 @@ import math
 
 import torch
 
-from .. import schema
-from ..bodies import Flat, dynamic_mask, shape_field, shape_roles, to_flat  # noqa: F401 (the generator's helpers)
+from .. import formulas, schema
+from ..bodies import Flat, shape_field, to_flat
 from ..params import StaticEnvParams
 
-MANIFOLD_PREFIXES = ("acc_rr_manifolds", "acc_cr_manifolds", "acc_cc_manifolds")
 ROLE_KEYS = {"polygon": "polygon_shape_roles", "circle": "circle_shape_roles"}
 
 
@@ -43,14 +43,14 @@ def to_levels(flat: Flat, static: StaticEnvParams):
     return schema.to_tensordict(ordered, (batch,), device=ref.device)
 
 
-@functools.lru_cache(maxsize=None)
-def _empty_scene_numpy(static: StaticEnvParams) -> dict:
-    """Upstream's empty env (floor, walls, ceiling), built once per size by the reference scene code."""
-    import numpy as np
+def without_contacts(levels) -> Flat:
+    """The levels as a flat dict without their warm-start manifolds (which :func:`to_levels`
+    writes back as zeros)."""
+    return {k: v for k, v in to_flat(levels).items() if k.split(".")[0] not in schema.MANIFOLD_PREFIXES.values()}
 
-    from ..reference_jax import scene
 
-    return {k: np.asarray(v) for k, v in schema.flatten(scene.empty_scene(static)).items()}
+_empty_scene_numpy = functools.lru_cache(maxsize=None)(formulas.empty_scene)
+"""Upstream's empty env (floor, walls, ceiling) as numpy arrays, built once per size."""
 
 
 def empty_levels(n: int, static: StaticEnvParams, device) -> Flat:
@@ -58,8 +58,18 @@ def empty_levels(n: int, static: StaticEnvParams, device) -> Flat:
     return {
         k: torch.tensor(v, device=device).expand((n,) + v.shape).clone()
         for k, v in _empty_scene_numpy(static).items()
-        if k.split(".")[0] not in MANIFOLD_PREFIXES
+        if k.split(".")[0] not in schema.MANIFOLD_PREFIXES.values()
     }
+
+
+def merge(where: torch.Tensor, new: Flat, old: Flat) -> Flat:
+    """Per level: ``new`` where ``where``, else ``old`` (entries that are the same tensor in both
+    are shared, not recomputed)."""
+    out = dict(old)
+    for key, value in old.items():
+        if new[key] is not value:
+            out[key] = torch.where(where.reshape((-1,) + (1,) * (value.ndim - 1)), new[key], value)
+    return out
 
 
 # --- slot edits ---------------------------------------------------------------------------------
@@ -82,12 +92,12 @@ def write(flat: Flat, key: str, index: torch.Tensor, value, where: torch.Tensor)
     flat[key] = torch.where(mask, value[:, None], old)
 
 
-def write_body(flat: Flat, is_polygon, polygon_slot, circle_slot, values: dict, where) -> None:
-    """Write one body per level into its polygon slot (``is_polygon``) or circle slot.
-
-    ``values``: field name without prefix (``position``, ``radius``, ...) or ``role`` -> ``(B, ...)``.
-    """
-    for kind, slot, chosen in (("polygon", polygon_slot, is_polygon), ("circle", circle_slot, ~is_polygon)):
+def write_shape(flat: Flat, index: torch.Tensor, values: dict, where: torch.Tensor) -> None:
+    """Write fields of shape ``index[b]`` (global index: polygons, then circles) for levels with
+    ``where[b]``. ``values``: body field name without prefix (``position``, ``radius``, ...) or
+    ``role`` -> ``(B, ...)`` value or scalar."""
+    P = flat["polygon.active"].shape[1]
+    for kind, slot, chosen in (("polygon", index, index < P), ("circle", index - P, index >= P)):
         for name, value in values.items():
             key = ROLE_KEYS[kind] if name == "role" else f"{kind}.{name}"
             write(flat, key, slot, value, where & chosen)

@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import torch
 
-from ..params import StaticEnvParams
 from ..bodies import at_shapes, dynamic_mask, shape_field, shape_roles, to_flat
+from ..params import StaticEnvParams
+from ..schema import BLUE, GREEN, RED
 
 __all__ = ["generator_rule_problems"]
-
-GREEN, BLUE, RED = 1, 2, 3
 
 
 def generator_rule_problems(levels, static: StaticEnvParams) -> dict[str, torch.Tensor]:

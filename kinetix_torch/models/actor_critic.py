@@ -331,8 +331,7 @@ def make_actor_critic(
     elif observation_type == "symbolic_flat_padded":
         torso = PermutationInvariantMLP.for_rows(shape[1], config)
     elif observation_type == "pixels":
-        image = observation_spec["image"].shape
-        torso = PixelCNN(tuple(image[-3:-1]), image[-1], config)
+        torso = PixelCNN.for_image_spec(observation_spec["image"], config)
     else:
         widths = {key: observation_spec[key].shape[-1] for key in ENTITY_KEYS}
         if config.permutation_invariant_mlp:

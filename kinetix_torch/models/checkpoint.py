@@ -3,7 +3,8 @@
 ``params.safetensors`` holds float32 tensors named by their flax path with a leading ``params/``
 (``params/GeneralActorCriticRNN_0/Dense_0/kernel``), in flax layout; ``config.json`` holds the model
 options under ``"model"`` and the env's ``observation_type``, ``action_type``,
-``static_env_params`` and ``env_params``, from which the network is rebuilt.
+``static_env_params`` and ``env_params``, from which the network is rebuilt. Pixel networks also
+record this project's ``pixel_format`` when it is not upstream's (absent: ``"float_hwc"``).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from safetensors.torch import load_file, save
 
 from ..actions import ACTION_TYPES, action_spec
 from ..atomic import atomic_write, atomic_write_text
-from ..observations import OBSERVATION_TYPES, observation_spec
+from ..observations import PIXEL_FORMATS, check_observation_type, observation_spec
 from ..params import EnvParams, StaticEnvParams
 from .actor_critic import ActorCritic, make_actor_critic
 from .config import ModelConfig
@@ -63,13 +64,16 @@ def specs_from_config(config: dict, where: str = CONFIG_FILE):
         if key not in config:
             raise ValueError(f"{where}: missing key {key!r}")
     observation_type, action_type = config["observation_type"], config["action_type"]
-    if observation_type not in OBSERVATION_TYPES:
-        raise ValueError(f"{where}: unknown observation_type {observation_type!r}; expected one of {OBSERVATION_TYPES}")
+    pixel_format = config.get("pixel_format", PIXEL_FORMATS[0])
+    try:
+        check_observation_type(observation_type, pixel_format)
+    except ValueError as error:
+        raise ValueError(f"{where}: {error}") from None
     if action_type not in ACTION_TYPES:
         raise ValueError(f"{where}: unknown action_type {action_type!r}; expected one of {ACTION_TYPES}")
     static = StaticEnvParams.from_dict(config["static_env_params"], where=f"{where}: static_env_params")
     params = EnvParams.from_dict(config.get("env_params", {}), where=f"{where}: env_params")
-    obs_spec = observation_spec(observation_type, static, params, ())
+    obs_spec = observation_spec(observation_type, static, params, (), pixel_format=pixel_format)
     return obs_spec, action_spec(action_type, static)
 
 
@@ -133,8 +137,8 @@ def save_upstream_checkpoint(path: str | Path, actor_critic: ActorCritic, config
     """Write ``path/params.safetensors`` (upstream's names and layout) and ``path/config.json``.
 
     ``config`` supplies the env entries (``observation_type``, ``action_type``,
-    ``static_env_params``, ``env_params``, ...); ``"model"`` and ``"num_params"`` are set from
-    ``actor_critic``. Each file is written atomically.
+    ``static_env_params``, ``env_params``, ...); ``"model"``, ``"num_params"`` and (when not
+    upstream's) ``"pixel_format"`` are set from ``actor_critic``. Each file is written atomically.
     """
     folder = Path(path)
     config = dict(config)
@@ -142,6 +146,10 @@ def save_upstream_checkpoint(path: str | Path, actor_critic: ActorCritic, config
     if actor_critic.observation_type is not None:
         config["observation_type"] = actor_critic.observation_type
     config["action_type"] = actor_critic.action_type
+    config.pop("pixel_format", None)
+    pixel_format = getattr(actor_critic.torso, "pixel_format", PIXEL_FORMATS[0])
+    if pixel_format != PIXEL_FORMATS[0]:
+        config["pixel_format"] = pixel_format
     config["num_params"] = actor_critic.parameter_counts()["total"]
     specs_from_config(config, f"save_upstream_checkpoint({folder}): config")
     data = save(upstream_state_dict(actor_critic))

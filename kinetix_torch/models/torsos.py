@@ -8,7 +8,8 @@ describes upstream's definitions; the classes here follow them:
 * :class:`FlatMLP` (``ActorCriticSymbolicRNN``): relu(Dense) on flat or blind observations;
 * :class:`PermutationInvariantMLP` (``ActorCriticPermutationInvariantSymbolicRNN``): a sum over
   rows of per-head relu(Dense), on entity encodings or on the rows of ``symbolic_flat_padded``;
-* :class:`PixelCNN` (``ActorCriticPixelsRNN``, ``impala_fast``): two strided convolutions;
+* :class:`PixelCNN` (``ActorCriticPixelsRNN``, ``impala_fast``): two strided convolutions, on float
+  ``(X, Y, 3)`` images or uint8 channels-first ``(3, X, Y)`` ones;
 * :class:`EntityTransformer` (``ActorCriticTransformer``): a gated transformer over shapes with
   joint and thruster messages.
 """
@@ -143,13 +144,22 @@ def _same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
 
 class PixelCNN(nn.Module):
     """``impala_fast``: relu(Conv 16x8x8 /4), relu(Conv 32x4x4 /2), both "SAME" padded, flattened
-    in (x, y, channel) order, then ``global_info`` appended."""
+    in (x, y, channel) order, then ``global_info`` appended.
+
+    The image may come in either of the env's pixel formats, told apart by dtype: upstream's float
+    ``(..., X, Y, C)`` in [0, 1], or uint8 channels-first ``(..., C, X, Y)`` in 0..255, which is
+    divided by 255 here (its rounding moves inputs by at most 1/510). Both give the same network
+    and weights; ``pixel_format`` records the format of the spec it was built for.
+    """
 
     LAYERS = ((16, 8, 4), (32, 4, 2))
     """(filters, kernel size, stride) per convolution."""
 
-    def __init__(self, image_size: tuple[int, int], channels: int, config: ModelConfig):
+    def __init__(
+        self, image_size: tuple[int, int], channels: int, config: ModelConfig, pixel_format: str = "float_hwc"
+    ):
         super().__init__()
+        self.image_size, self.channels, self.pixel_format = tuple(image_size), channels, pixel_format
         self.convs = nn.ModuleList()
         self.paddings = []
         size = tuple(image_size)
@@ -164,10 +174,26 @@ class PixelCNN(nn.Module):
             channels = filters
         self.out_features = size[0] * size[1] * channels + 1
 
+    @classmethod
+    def for_image_spec(cls, image_spec, config: ModelConfig) -> "PixelCNN":
+        """The CNN for an observation's ``image`` spec: uint8 means ``(..., C, X, Y)``, float ``(..., X, Y, C)``."""
+        shape = tuple(image_spec.shape)
+        if image_spec.dtype == torch.uint8:
+            return cls(shape[-2:], shape[-3], config, "uint8_chw")
+        if image_spec.dtype.is_floating_point:
+            return cls(shape[-3:-1], shape[-1], config, "float_hwc")
+        raise ValueError(f"PixelCNN: image spec dtype must be uint8 (channels first) or float, got {image_spec.dtype}")
+
     def forward(self, observation) -> torch.Tensor:
         image, global_info = observation["image"], observation["global_info"]
-        lead = image.shape[:-3]
-        x = image.reshape((-1,) + image.shape[-3:]).permute(0, 3, 1, 2)
+        lead, per_image = image.shape[:-3], tuple(image.shape[-3:])
+        channels_first = image.dtype == torch.uint8
+        expected = (self.channels, *self.image_size) if channels_first else (*self.image_size, self.channels)
+        if per_image != expected:
+            layout = "(C, X, Y)" if channels_first else "(X, Y, C)"
+            raise ValueError(f"PixelCNN: {image.dtype} images must be {layout} = {expected}, got {per_image}")
+        x = image.reshape((-1,) + per_image)
+        x = x.to(self.convs[0].weight.dtype) / 255 if channels_first else x.permute(0, 3, 1, 2)
         for conv, padding in zip(self.convs, self.paddings):
             x = torch.relu(conv(F.pad(x, padding)))
         x = x.permute(0, 2, 3, 1).reshape(lead + (-1,))

@@ -22,6 +22,7 @@ import torch
 from tensordict import TensorDict
 
 from ..params import EnvParams, StaticEnvParams
+from ..schema import MANIFOLD_PREFIXES
 from ..topology import pair_tables
 
 __all__ = [
@@ -232,7 +233,7 @@ def _attention_masks(state, static: StaticEnvParams, indexes: torch.Tensor) -> t
     tables = pair_tables(static)
     for kind in ("rr", "cr", "cc"):
         if len(tables[kind]):
-            active = state[f"acc_{kind}_manifolds", "active"]
+            active = state[MANIFOLD_PREFIXES[kind], "active"]
             pairs = torch.as_tensor(tables[kind], dtype=torch.long, device=live.device)
             touching[:, pairs[:, 0], pairs[:, 1]] = active.any(-1) if kind == "rr" else active
     layers = torch.stack([torch.ones_like(live_pair), ~state["collision_matrix"], connected, touching], dim=1)

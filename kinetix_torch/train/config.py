@@ -4,7 +4,8 @@ PPO's defaults are upstream Kinetix's (``configs/learning/ppo-base.yaml`` and ``
 kinetix-env 3.0): 2048 envs x 64 steps per rollout, 8 epochs x 32 minibatches, gamma 0.995, GAE
 lambda 0.9, clip 0.2, entropy 0.01, value 0.5, gradient norm 1.0, Adam(lr 5e-5, eps 1e-5). The
 env's defaults are :func:`kinetix_torch.make_env`'s. Every run saves its config as JSON
-(``to_json_dict``) and can be rebuilt from it (``from_json_dict``).
+(``to_json_dict``) and can be rebuilt from it (``from_json_dict``); a curriculum's options are
+nested under ``"curriculum_config"``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-__all__ = ["TrainConfig", "RESUMABLE_CHANGES", "MODEL_PRESETS"]
+from ..curricula import CURRICULA, ACCELConfig, DRConfig, PLRConfig, SFLConfig
+from ..params import ENV_SIZES
+
+__all__ = ["TrainConfig", "RESUMABLE_CHANGES", "MODEL_PRESETS", "CurriculumConfig"]
+
+CurriculumConfig = DRConfig | PLRConfig | ACCELConfig | SFLConfig
+"""The options of ``--curriculum dr|plr|accel|sfl`` (one flag per field)."""
 
 MODEL_PRESETS = {
     "tf-paper": dict(override_model_depth=5, override_model_width=128, transformer_depth=2, transformer_size=16,
@@ -41,11 +48,19 @@ class TrainConfig:
 
     # What to train on ---------------------------------------------------------------------------
     levels: list[Path] = field(default_factory=list)
-    """Level JSON files or folders of them (a folder means every *.json in it, sorted by name)."""
+    """Level JSON files or folders of them (a folder means every *.json in it, sorted by name); with
+    --curriculum none only."""
+    curriculum: Literal["none", "dr", "plr", "accel", "sfl"] = "none"
+    """Where levels come from: none (--levels), or random levels of --env-size through domain randomisation,
+    robust PLR, ACCEL or SFL (kinetix_torch.curricula)."""
+    curriculum_config: CurriculumConfig | None = None
+    """The curriculum's options (default: its config class's defaults); on the command line, one flag per field."""
     env_size: Literal["s", "m", "l"] = "m"
     """Upstream's env size preset; smaller levels are padded to it."""
     obs: Literal["symbolic_flat", "symbolic_flat_padded", "symbolic_entity", "pixels", "blind"] = "symbolic_flat"
     """Observation type."""
+    pixel_format: Literal["float_hwc", "uint8_chw"] = "float_hwc"
+    """Pixel image layout (--obs pixels): upstream's float32 (X, Y, 3), or uint8 (3, X, Y), a quarter of the memory."""
     action: Literal["multi_discrete", "discrete", "continuous"] = "multi_discrete"
     """Action type."""
     dense_reward_scale: float | None = None
@@ -69,7 +84,7 @@ class TrainConfig:
     total_frames: int = 10_737_418_240
     """Env steps to train for, over all envs (rounded down to whole rollouts)."""
     num_envs: int = 2048
-    """Environments stepped together."""
+    """Environments stepped together, over all processes of a torchrun (each steps its share)."""
     num_steps: int = 64
     """Steps per environment per rollout."""
     update_epochs: int = 8
@@ -127,9 +142,12 @@ class TrainConfig:
     eval_every: int = 0
     """Evaluate on eval_levels every this many updates (0: never)."""
     eval_levels: list[Path] = field(default_factory=list)
-    """Level files or folders to evaluate on."""
+    """Level files, folders or handmade set names (s, m, l) to evaluate on (default: the handmade sets
+    up to the training size, smaller levels padded up)."""
     eval_attempts: int = 20
-    """Attempts per evaluation level."""
+    """Attempts per evaluation level (stochastic policy)."""
+    eval_first: bool = False
+    """With --eval-every: also evaluate before the first update (the start of the eval curve)."""
     tensorboard: bool = True
     """Log to TensorBoard under tb/."""
     wandb: bool = False
@@ -148,9 +166,32 @@ class TrainConfig:
     def num_updates(self) -> int:
         return self.total_frames // self.frames_per_update
 
-    def validate(self) -> None:
-        """Raise ``ValueError`` naming the first option out of range."""
-        positive = ("num_envs", "num_steps", "update_epochs", "num_minibatches", "checkpoint_every", "keep_checkpoints")
+    @property
+    def eval_level_specs(self) -> list:
+        """``--eval-levels``, else the names of the handmade sets up to the training size."""
+        return self.eval_levels or list(ENV_SIZES[: ENV_SIZES.index(self.env_size) + 1])
+
+    def __post_init__(self):
+        if self.curriculum != "none" and self.curriculum_config is None:
+            self.curriculum_config = CURRICULA[self.curriculum][0]()
+
+    def validate(self, world_size: int = 1) -> None:
+        """Raise ``ValueError`` naming the first option out of range (for a run of ``world_size``
+        data-parallel processes)."""
+        if self.curriculum == "none":
+            if self.curriculum_config is not None:
+                raise ValueError("curriculum options need --curriculum dr|plr|accel|sfl, not none")
+        else:
+            expected = CURRICULA[self.curriculum][0]
+            if type(self.curriculum_config) is not expected:
+                raise ValueError(f"--curriculum {self.curriculum} takes a {expected.__name__}, "
+                                 f"got {type(self.curriculum_config).__name__}")
+            if self.levels:
+                raise ValueError(f"--curriculum {self.curriculum} trains on random levels of --env-size: "
+                                 "leave out --levels (or train on them with --curriculum none)")
+            self.curriculum_config.validate()
+        positive = ("num_envs", "num_steps", "update_epochs", "num_minibatches", "checkpoint_every", "keep_checkpoints",
+                    "eval_attempts")
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"--{_flag(name)} must be >= 1, got {getattr(self, name)}")
@@ -159,16 +200,20 @@ class TrainConfig:
                 raise ValueError(f"--{_flag(name)} must be >= 1, got {getattr(self, name)}")
         if self.eval_every < 0:
             raise ValueError(f"--eval-every must be >= 0, got {self.eval_every}")
-        if self.eval_every and not self.eval_levels:
-            raise ValueError("--eval-every needs --eval-levels")
         if self.total_frames < self.frames_per_update:
             raise ValueError(
                 f"--total-frames ({self.total_frames}) is less than one rollout "
                 f"(--num-envs x --num-steps = {self.frames_per_update})"
             )
-        if self.num_envs % self.num_minibatches:
+        if self.num_envs % world_size:
             raise ValueError(
-                f"--num-envs ({self.num_envs}) must be divisible by --num-minibatches ({self.num_minibatches}): "
+                f"--num-envs ({self.num_envs}) is the total over all {world_size} processes "
+                f"(torchrun's --nnodes x --nproc-per-node): it must be divisible by {world_size}"
+            )
+        if self.num_envs // world_size % self.num_minibatches:
+            share = "" if world_size == 1 else f" / {world_size} processes = {self.num_envs // world_size}"
+            raise ValueError(
+                f"--num-envs ({self.num_envs}{share}) must be divisible by --num-minibatches ({self.num_minibatches}): "
                 f"minibatches hold whole trajectories"
             )
         if self.full_minibatch_shuffle and self.recurrent:
@@ -186,7 +231,7 @@ class TrainConfig:
                 raise ValueError(f"--{_flag(name)} must be > 0, got {getattr(self, name)}")
 
     def to_json_dict(self) -> dict:
-        """Plain JSON values (paths as strings)."""
+        """Plain JSON values (paths as strings, the curriculum's options as a nested dict)."""
         return {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
     @classmethod
@@ -203,13 +248,24 @@ class TrainConfig:
             if value is not None and Path in _path_types(tp):
                 value = [Path(v) for v in value] if isinstance(value, list) else Path(value)
             out[name] = value
+        options = out.get("curriculum_config")
+        if options is not None:
+            curriculum = out.get("curriculum", "none")
+            if curriculum not in CURRICULA or not isinstance(options, dict):
+                raise ValueError(f"{where}: curriculum_config needs a curriculum of {sorted(CURRICULA)} and a dict "
+                                 f"of its options, got curriculum {curriculum!r}")
+            config_class = CURRICULA[curriculum][0]
+            unknown = sorted(set(options) - {f.name for f in dataclasses.fields(config_class)})
+            if unknown:
+                raise ValueError(f"{where}: unknown {curriculum} curriculum option(s) {unknown}")
+            out["curriculum_config"] = config_class(**options)
         return cls(**out)
 
 
 RESUMABLE_CHANGES = frozenset(
     {
         "total_frames", "device", "num_threads", "resume", "checkpoint_every", "keep_checkpoints",
-        "eval_every", "eval_levels", "eval_attempts", "tensorboard", "wandb", "wandb_project", "progress",
+        "eval_every", "eval_levels", "eval_attempts", "eval_first", "tensorboard", "wandb", "wandb_project", "progress",
     }
 )
 """Options a resumed run may change; the others define the run and must match its saved config."""
@@ -220,6 +276,8 @@ def _flag(name: str) -> str:
 
 
 def _jsonable(value):
+    if dataclasses.is_dataclass(value):
+        return dataclasses.asdict(value)
     if isinstance(value, Path):
         return str(value)
     if isinstance(value, list):

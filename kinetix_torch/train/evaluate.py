@@ -279,6 +279,7 @@ def _make_env(
     device,
     primer,
     backend: str | None,
+    pixel_format: str,
 ) -> EnvBase:
     """A batched env where environment ``i`` starts every episode from ``levels[i % K]``; with a
     recurrent policy's ``primer``, wrapped with TorchRL's ``InitTracker`` and that primer."""
@@ -293,6 +294,7 @@ def _make_env(
         backend=backend,
         seed=seed,
         cycle_levels=True,
+        pixel_format=pixel_format,
     )
     return env if primer is None else TransformedEnv(env, Compose(InitTracker(), primer.clone()))
 
@@ -331,14 +333,16 @@ def evaluate(
     backend: str | None = None,
     max_envs: int = 4096,
     policy_name: str | None = None,
+    pixel_format: str = "float_hwc",
 ) -> EvalReport:
     """Run ``attempts`` episodes of ``policy`` on every level; see the module docstring.
 
     ``env_size``: ``"s"``/``"m"``/``"l"`` or the static params the policy was trained with (every
     level is padded into them). ``env_params``: used for every level (e.g. those the policy was
     trained with); default: each level's own. ``primer``: a recurrent policy's ``TensorDictPrimer``
-    (``ActorCritic.make_primer()``). Levels sharing their env params run in batched envs of at most
-    ``max_envs`` environments. The caller's torch RNG state is left untouched; results depend only on
+    (``ActorCritic.make_primer()``). ``pixel_format``: the pixel observations' layout (see
+    :class:`~kinetix_torch.env.KinetixEnv`). Levels sharing their env params run in batched envs of
+    at most ``max_envs`` environments. The caller's torch RNG state is left untouched; results depend only on
     ``seed``.
     """
     if not isinstance(attempts, int) or attempts < 1:
@@ -359,7 +363,7 @@ def evaluate(
                 chunk = [level for level, _ in group[start : start + per_env]]
                 env = _make_env(
                     chunk, len(chunk) * attempts, observation_type, action_type, static, params, seed, device, primer,
-                    backend,
+                    backend, pixel_format,
                 )
                 solved, returns, lengths = _first_episodes(env, _actor(policy, env, deterministic))
                 for k, level in enumerate(chunk):
@@ -458,6 +462,7 @@ def record_episode(
     primer=None,
     backend: str | None = None,
     scale: int = 2,
+    pixel_format: str = "float_hwc",
 ) -> Episode:
     """Play one attempt of ``policy`` (``None``: random actions) on a level and render every state
     with :func:`~kinetix_torch.observations.pixels.render_rgb_uint8` at ``scale``. Stops when the
@@ -466,7 +471,9 @@ def record_episode(
     ((level, _),) = load_eval_levels([level_path], static)
     with torch.random.fork_rng(devices=_rng_devices(device)), torch.no_grad():
         torch.manual_seed(seed)
-        env = _make_env([level], 1, observation_type, action_type, static, env_params, seed, device, primer, backend)
+        env = _make_env(
+            [level], 1, observation_type, action_type, static, env_params, seed, device, primer, backend, pixel_format
+        )
         base = _base_env(env)
         act = _actor(policy, env, deterministic)
 

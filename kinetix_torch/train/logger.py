@@ -11,13 +11,15 @@ from __future__ import annotations
 import json
 import math
 import os
+from dataclasses import asdict
 from pathlib import Path
 
 from tqdm import tqdm
 
 from ..atomic import atomic_write_text
+from .evaluate import EvalReport
 
-__all__ = ["RunLogger", "METRICS_FILE", "EVAL_FILE", "TENSORBOARD_DIR"]
+__all__ = ["RunLogger", "level_name", "METRICS_FILE", "EVAL_FILE", "TENSORBOARD_DIR"]
 
 METRICS_FILE, EVAL_FILE, TENSORBOARD_DIR = "metrics.jsonl", "eval.jsonl", "tb"
 
@@ -68,11 +70,16 @@ class RunLogger:
         self.bar.update(metrics["frames"] - self.bar.n)
         self.bar.set_postfix_str(_postfix(metrics), refresh=False)
 
-    def log_eval(self, updates: int, means: dict[str, dict]) -> None:
-        """An evaluation's mean results (``{"mean": {"solve_rate": ...}, "mean_s": ...}``)."""
+    def log_eval(self, updates: int, report: EvalReport) -> None:
+        """An evaluation: one ``eval.jsonl`` line ``{"updates", "levels": {name: result}, "mean":
+        result, "mean_<size>": result, ...}`` (a level's name is ``<folder>/<file stem>``, e.g.
+        ``s/h4_thrust_aim``); TensorBoard and W&B get every mean's numbers and each level's solve rate."""
+        levels = {level_name(path): asdict(result) for path, result in report.results.items()}
+        means = {group: asdict(result) for group, result in report.means.items()}
         with open(self.run_dir / EVAL_FILE, "a", encoding="utf-8") as file:
-            file.write(json.dumps({"updates": updates, **means}) + "\n")
+            file.write(json.dumps({"updates": updates, "levels": levels, **means}) + "\n")
         flat = {f"eval/{group}/{key}": v for group, r in means.items() for key, v in r.items()}
+        flat |= {f"eval/level/{name}/solve_rate": r["solve_rate"] for name, r in levels.items()}
         if self.tensorboard is not None:
             for key, value in flat.items():
                 self.tensorboard.add_scalar(key, value, updates)
@@ -87,6 +94,12 @@ class RunLogger:
             self.tensorboard.close()
         if self.wandb is not None:
             self.wandb.finish()
+
+
+def level_name(path: str | os.PathLike) -> str:
+    """``<folder>/<file stem>`` of a level file: ``s/h4_thrust_aim`` for a handmade level."""
+    path = Path(path)
+    return f"{path.parent.name}/{path.stem}"
 
 
 def _postfix(metrics: dict) -> str:

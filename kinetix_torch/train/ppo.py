@@ -3,9 +3,17 @@
 Each update collects ``num_envs x num_steps`` transitions with the current policy, computes
 advantages with TorchRL's :class:`~torchrl.objectives.value.GAE`, then runs ``update_epochs`` passes
 of ``num_minibatches`` minibatches through :class:`~torchrl.objectives.ClipPPOLoss` (value clipping
-and per-minibatch advantage normalisation as upstream), drawing whole trajectories (the rollout
+and per-minibatch advantage standardisation as upstream), drawing whole trajectories (the rollout
 sliced by environment, as upstream) from a :class:`~torchrl.data.ReplayBuffer` without replacement.
 Recurrent models see those trajectories in TorchRL's recurrent mode.
+
+Under torchrun the run is data-parallel (:mod:`kinetix_torch.train.distributed`): each rank collects
+its share of the envs, and the advantage statistics and gradients of every minibatch are reduced
+over the ranks.
+
+With ``--curriculum`` the levels come from a curriculum (:mod:`kinetix_torch.train.curriculum`):
+DR's from the env, PLR's, ACCEL's and SFL's in batches handed out by the trainer, whose updates
+take gradients only where the curriculum says so.
 
 The rollout is a loop of ``policy -> env.step -> step_mdp -> env.reset_where_done`` on the env's
 device rather than TorchRL's ``Collector``: it reads nothing on the host (the collector's
@@ -23,7 +31,7 @@ import random
 import signal
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -39,10 +47,14 @@ from ..atomic import atomic_write_text
 from ..env import KinetixEnv, make_env
 from ..models import ActorCritic, ModelConfig, make_actor_critic
 from ..models.checkpoint import read_json_object
+from ..params import EnvParams, StaticEnvParams, static_params_for_size
 from . import checkpoint as ckpt
 from .config import MODEL_PRESETS, TrainConfig
-from .evaluate import evaluate, resolve_level_paths
-from .logger import RunLogger
+from .curriculum import BATCHED_CURRICULA, LevelBatches, PolicySolveRates, make_source
+from .distributed import Shard, joined_process_group, resolve_device
+from .evaluate import EvalReport, evaluate, load_eval_levels, resolve_level_paths
+from .logger import RunLogger, level_name
+from .rollout import first_carry, start_episodes, start_levels
 
 __all__ = [
     "train",
@@ -74,22 +86,12 @@ class TrainResult:
     """The last update's metrics line (``None`` if no update ran in this call)."""
     interrupted: bool
     """Stopped early by SIGINT/SIGTERM (after writing a checkpoint)."""
+    rank: int
+    """This process's rank (0 without torchrun); only rank 0 logs and writes checkpoints."""
 
 
 # --------------------------------------------------------------------------------------------------
 # Setting up
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ValueError(f"--device: not a torch device: {name!r}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {name}: CUDA is not available here")
-    return device
 
 
 def seed_everything(seed: int) -> None:
@@ -98,24 +100,29 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
 
 
-def make_training_env(config: TrainConfig, device: torch.device) -> KinetixEnv:
-    if not config.levels:
-        raise ValueError("no training levels: pass --levels PATH [PATH ...] (level files or folders)")
+def make_training_env(config: TrainConfig, device: torch.device, shard: Shard = Shard()) -> KinetixEnv:
+    """The envs of ``shard``: its share of ``--num-envs``, seeded with its own seed. With
+    ``--curriculum none`` they play ``--levels``; with ``dr`` they draw fresh random levels from the
+    DR source when an episode ends; with ``plr``/``accel``/``sfl`` they get every level from the
+    trainer (:class:`~.curriculum.LevelBatches`) and replay it."""
     params = {
         name: value
         for name, value in (("dense_reward_scale", config.dense_reward_scale), ("max_timesteps", config.max_timesteps))
         if value is not None
     }
-    return make_env(
-        config.obs,
-        config.action,
-        config.env_size,
-        levels=resolve_level_paths(config.levels),
-        num_envs=config.num_envs,
-        seed=config.seed,
-        device=device,
-        **params,
-    )
+    options = dict(num_envs=shard.num_envs(config.num_envs), seed=shard.seed(config.seed), device=device,
+                   pixel_format=config.pixel_format)
+    if config.curriculum == "none":
+        if not config.levels:
+            raise ValueError("no training levels: pass --levels PATH [PATH ...] (level files or folders), "
+                             "or train on random levels with --curriculum dr|plr|accel|sfl")
+        return make_env(config.obs, config.action, config.env_size, levels=resolve_level_paths(config.levels),
+                        **options, **params)
+    static, env_params = static_params_for_size(config.env_size), EnvParams().replace(**params)
+    if config.curriculum == "dr":
+        source = make_source(config, static, env_params, device, shard)
+        return make_env(config.obs, config.action, static, level_source=source, env_params=env_params, **options)
+    return make_env(config.obs, config.action, static, restart="same", env_params=env_params, **options)
 
 
 def model_config_from_flags(config: TrainConfig) -> ModelConfig:
@@ -187,11 +194,16 @@ def learning_rate(config: TrainConfig, update: int) -> float:
 
 
 class PPO:
-    """Rollouts and updates for one env and actor-critic; holds everything a checkpoint saves."""
+    """Rollouts and updates for one env and actor-critic; holds everything a checkpoint saves.
+    ``shard``: this process's place in a data-parallel run (its env holds its share of the envs).
+    ``level_batches``: the batched curriculum handing out the env's levels, if any."""
 
-    def __init__(self, config: TrainConfig, env: KinetixEnv, actor_critic: ActorCritic):
-        self.config, self.env, self.actor_critic = config, env, actor_critic
+    def __init__(self, config: TrainConfig, env: KinetixEnv, actor_critic: ActorCritic, shard: Shard = Shard(),
+                 level_batches: LevelBatches | None = None):
+        self.config, self.env, self.actor_critic, self.shard = config, env, actor_critic, shard
+        self.level_batches = level_batches
         self.device = env.device
+        self.num_envs = env.num_envs
         self.gae = GAE(
             gamma=config.gamma,
             lmbda=config.gae_lambda,
@@ -208,7 +220,6 @@ class PPO:
             entropy_coeff=config.ent_coef,
             critic_coeff=0.5 * config.vf_coef,  # upstream's value loss is 0.5 x squared error
             loss_critic_type="l2",
-            normalize_advantage=True,
             functional=False,  # the critic's loss must reach the torso it shares with the actor, as upstream
         )
         params = list(actor_critic.parameters())
@@ -217,7 +228,7 @@ class PPO:
         else:
             self.optimizer = torch.optim.Adam(params, lr=config.lr, eps=config.adam_eps)
         self.flat = config.full_minibatch_shuffle
-        items = config.num_envs * (config.num_steps if self.flat else 1)
+        items = self.num_envs * (config.num_steps if self.flat else 1)
         self.buffer = ReplayBuffer(
             storage=LazyTensorStorage(items, device=self.device),
             sampler=SamplerWithoutReplacement(drop_last=True),
@@ -226,33 +237,25 @@ class PPO:
         self.primer = actor_critic.make_primer()
         self.updates = self.frames = 0
         self.wall_time = 0.0
-        self.carry = self._first_carry()
-        self.episode_return = torch.zeros(config.num_envs, device=self.device)
-        self.episode_length = torch.zeros(config.num_envs, dtype=torch.int64, device=self.device)
+        # A batched curriculum's first levels come with the first rollout (collect).
+        self.carry = None if level_batches is not None else first_carry(env.reset(), self.primer)
+        self.episode_return = torch.zeros(self.num_envs, device=self.device)
+        self.episode_length = torch.zeros(self.num_envs, dtype=torch.int64, device=self.device)
 
-    def _first_carry(self) -> TensorDictBase:
-        td = self.env.reset()
-        td["is_init"] = torch.ones(self.config.num_envs, 1, dtype=torch.bool, device=self.device)
-        if self.primer is not None:
-            td.update(self.primer.primers.zero(td.shape).to(self.device))
-        return td
-
-    def _start_episodes(self, td: TensorDictBase, done: torch.Tensor) -> TensorDictBase:
-        """New episodes where ``done``: a fresh level, ``is_init`` set and the recurrent state zeroed
-        (as TorchRL's ``InitTracker`` and primer do), so that recurrent mode replays the rollout."""
-        td = self.env.reset_where_done(td)
-        td["is_init"] = done.unsqueeze(-1)
-        if self.primer is not None:
-            for key in self.primer.primers.keys(True, True):
-                state = td.get(key)
-                td.set(key, torch.where(done.reshape(-1, *[1] * (state.ndim - 1)), 0.0, state))
-        return td
+    def _start_level_batch(self) -> None:
+        """Every env starts a level of the curriculum's next batch, with a fresh carry."""
+        levels, ids = self.level_batches.next_levels()
+        self.carry = start_levels(self.env, self.primer, levels, ids)
+        self.episode_return = torch.zeros_like(self.episode_return)
+        self.episode_length = torch.zeros_like(self.episode_length)
 
     # ----------------------------------------------------------------------------------------------
     @torch.no_grad()
     def collect(self) -> tuple[TensorDictBase, dict[str, torch.Tensor]]:
         """One rollout: a ``[num_envs, num_steps]`` TensorDict, and episode statistics (tensors)."""
         policy, env = self.actor_critic.policy, self.env
+        if self.level_batches is not None and self.level_batches.starts_batch:
+            self._start_level_batch()
         td = self.carry
         steps = []
         finished = torch.zeros((), device=self.device)
@@ -271,29 +274,42 @@ class PPO:
                 length_sum += torch.where(done, self.episode_length, 0).sum()
                 self.episode_return = torch.where(done, 0.0, self.episode_return)
                 self.episode_length = torch.where(done, 0, self.episode_length)
-                td = self._start_episodes(step_mdp(td, keep_other=False, exclude_action=True), done)
+                td = start_episodes(env, self.primer, step_mdp(td, keep_other=False, exclude_action=True), done)
         self.carry = td
         stats = {"episodes": finished, "solved": solved, "return_sum": return_sum, "length_sum": length_sum}
         return torch.stack(steps, dim=1), stats
 
     def learn(self, batch: TensorDictBase) -> dict[str, torch.Tensor]:
-        """GAE, then the minibatch epochs; returns the mean of each loss metric (tensors)."""
+        """GAE, then the minibatch epochs; returns the mean of each loss metric (tensors, this
+        rank's; NaN when the update takes no gradients). With several ranks each minibatch is this
+        rank's share of the global one. A batched curriculum's untrained batches get GAE only (the
+        curriculum scores them); when only some ranks train, the others run the epochs with their
+        loss and advantage statistics zeroed, and gradients are averaged over the training ranks."""
         config = self.config
         lr = learning_rate(config, self.updates)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         sums = {key: torch.zeros((), device=self.device) for key in LOGGED_LOSS_KEYS}
+        train = self.level_batches is None or self.level_batches.train
+        training_ranks = self.shard.count(train, self.device)
         with set_recurrent_mode(self.actor_critic.recurrent):
             with torch.no_grad():
                 self.gae(batch)
+            if not training_ranks:
+                return {key: torch.full((), torch.nan, device=self.device) for key in LOGGED_LOSS_KEYS}
             self.buffer.empty()
             self.buffer.extend(batch.reshape(-1) if self.flat else batch)
             for _ in range(config.update_epochs):
                 for _ in range(config.num_minibatches):
-                    losses = self.loss(self.buffer.sample())
+                    minibatch = self.buffer.sample()
+                    minibatch["advantage"] = standardize(minibatch["advantage"], self.shard, counted=train)
+                    losses = self.loss(minibatch)
                     loss = sum(losses[key] for key in LOSS_TERMS)
+                    if not train:
+                        loss = loss * 0.0
                     self.optimizer.zero_grad(set_to_none=True)
                     loss.backward()
+                    self.shard.average_gradients(self.actor_critic.parameters(), training_ranks)
                     grad_norm = torch.nn.utils.clip_grad_norm_(self.actor_critic.parameters(), config.max_grad_norm)
                     self.optimizer.step()
                     for key in LOGGED_LOSS_KEYS:
@@ -301,31 +317,75 @@ class PPO:
         steps = config.update_epochs * config.num_minibatches
         return {key: total / steps for key, total in sums.items()}
 
+    def end_update(self, batch: TensorDictBase) -> dict[str, torch.Tensor]:
+        """After :meth:`learn`: the batched curriculum records the update (and scores its batch
+        after the last); returns its metrics (scalar tensors; none without a batched curriculum)."""
+        if self.level_batches is None:
+            return {}
+        self.level_batches.record(batch)
+        return self.level_batches.stats()
+
     # ----------------------------------------------------------------------------------------------
-    def training_state(self) -> dict:
+    def rank_state(self) -> dict:
+        """What this rank alone holds: its RNG states, envs, rollout carry and curriculum (tensors
+        on the CPU)."""
         return {
-            "format": 1,
+            "rng": ckpt.rng_state(),
+            "env": self.env.checkpoint_state(),
+            "carry": None if self.carry is None else self.carry.cpu().to_dict(),
+            "episode_return": self.episode_return.cpu(),
+            "episode_length": self.episode_length.cpu(),
+            "curriculum": None if self.level_batches is None else self.level_batches.state_dict(),
+        }
+
+    def training_state(self, rank_states: list[dict]) -> dict:
+        """The checkpoint's ``training_state.pt``: what the ranks share, and every rank's
+        :meth:`rank_state` in rank order."""
+        return {
+            "format": 2,
             "updates": self.updates,
             "frames": self.frames,
             "wall_time": self.wall_time,
             "model": self.actor_critic.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "rng": ckpt.rng_state(),
-            "env": self.env.checkpoint_state(),
-            "carry": self.carry.cpu().to_dict(),
-            "episode_return": self.episode_return.cpu(),
-            "episode_length": self.episode_length.cpu(),
+            "ranks": rank_states,
         }
 
-    def load_training_state(self, state: dict) -> None:
+    def load_training_state(self, state: dict, where: str = "training state") -> None:
+        ranks = state["ranks"] if state["format"] >= 2 else [state]  # format 1: one process, at the top level
+        if len(ranks) != self.shard.world_size:
+            raise ckpt.CheckpointError(
+                f"{where}: written by a run of {len(ranks)} processes; resume it with as many "
+                f"(torchrun --nnodes x --nproc-per-node), not {self.shard.world_size}"
+            )
         self.updates, self.frames, self.wall_time = state["updates"], state["frames"], state["wall_time"]
         self.actor_critic.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.env.load_checkpoint_state(state["env"])
-        self.carry = TensorDict(state["carry"], batch_size=[self.config.num_envs]).to(self.device)
-        self.episode_return = state["episode_return"].to(self.device)
-        self.episode_length = state["episode_length"].to(self.device)
-        ckpt.set_rng_state(state["rng"])
+        mine = ranks[self.shard.rank]
+        self.env.load_checkpoint_state(mine["env"])
+        if (mine.get("curriculum") is None) != (self.level_batches is None):
+            raise ckpt.CheckpointError(f"{where}: its curriculum state does not fit this run's --curriculum")
+        if self.level_batches is not None:
+            self.level_batches.load_state_dict(mine["curriculum"])
+        carry = mine["carry"]
+        self.carry = None if carry is None else TensorDict(carry, batch_size=[self.num_envs]).to(self.device)
+        self.episode_return = mine["episode_return"].to(self.device)
+        self.episode_length = mine["episode_length"].to(self.device)
+        ckpt.set_rng_state(mine["rng"])
+
+
+def standardize(advantage: torch.Tensor, shard: Shard, counted: bool = True) -> torch.Tensor:
+    """Upstream's ``(A - mean) / (std + 1e-8)``, with the mean and (population) standard deviation
+    of the whole minibatch: the shares of all ranks (of those that train on this update: a rank
+    whose share is not ``counted`` adds nothing)."""
+    values = advantage.double()
+    moments = torch.stack([values.new_tensor(values.numel()), values.sum(), values.square().sum()])
+    if not counted:
+        moments = torch.zeros_like(moments)
+    count, total, squares = shard.sum(moments)
+    mean = total / count
+    std = (squares / count - mean.square()).clamp_min(0.0).sqrt()
+    return ((values - mean) / (std + 1e-8)).to(advantage.dtype)
 
 
 def update_metrics(learner: PPO, host: dict[str, float], seconds: float) -> dict:
@@ -342,7 +402,8 @@ def update_metrics(learner: PPO, host: dict[str, float], seconds: float) -> dict
         "episode_return": return_sum / episodes if episodes else None,
         "solve_rate": solved / episodes if episodes else None,
         "episode_length": length_sum / episodes if episodes else None,
-        **host,
+        # None: an update without gradients, an empty buffer
+        **{key: value if math.isfinite(value) else None for key, value in host.items()},
         "lr": learner.optimizer.param_groups[0]["lr"],
     }
 
@@ -376,79 +437,99 @@ class _StopRequest:
 
 
 def train(config: TrainConfig) -> TrainResult:
-    """Train (or, with ``config.resume``, continue) a run; see the module docstring. Sets torch's
-    CPU thread count (``config.num_threads``) for the process."""
-    config.validate()
-    device = resolve_device(config.device)
+    """Train (or, with ``config.resume``, continue) a run; see the module docstring. Under torchrun
+    this process is one rank of a data-parallel run (:mod:`~kinetix_torch.train.distributed`). Sets
+    torch's CPU thread count (``config.num_threads``) for the process."""
+    with joined_process_group(config.device) as (shard, device):
+        return _train(config, shard, device)
+
+
+def _train(config: TrainConfig, shard: Shard, device: torch.device) -> TrainResult:
+    config.validate(shard.world_size)
     if config.num_threads is not None or device.type == "cpu":
         torch.set_num_threads(config.num_threads or 1)
     run_dir = Path(config.resume or config.out)
     if config.resume is None and any((run_dir / name).exists() for name in (ckpt.CHECKPOINT_DIR, ckpt.HISTORY_DIR)):
         raise ValueError(f"{run_dir} already holds a run: continue it with --resume {run_dir}, or pick another --out")
-    learner, resumed = _make_learner(config, device, run_dir)
+    learner, resumed = _make_learner(config, device, run_dir, shard)
     actor_critic = learner.actor_critic
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run_dir / CONFIG_JSON, json.dumps(config.to_json_dict(), indent=2) + "\n")
     checkpoint_json = checkpoint_config(config, learner.env)
-
-    logger = RunLogger(
-        run_dir,
-        total_frames=config.num_updates * config.frames_per_update,
-        start_frames=learner.frames,
-        start_updates=learner.updates,
-        tensorboard=config.tensorboard,
-        wandb=config.wandb,
-        wandb_project=config.wandb_project,
-        wandb_config=config.to_json_dict() | {"model": actor_critic.config.to_upstream()},
-        progress=config.progress,
-    )
-    if learner.updates == 0:
-        logger.bar.write(actor_critic.summary())
-
-    def save() -> Path:
-        return ckpt.write_checkpoint(
-            run_dir, actor_critic, checkpoint_json, learner.training_state(), config.keep_checkpoints
+    logger, eval_paths = None, []
+    if shard.is_main:
+        if config.eval_every:
+            eval_paths = _eval_level_paths(config, learner.env.static_env_params)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run_dir / CONFIG_JSON, json.dumps(config.to_json_dict(), indent=2) + "\n")
+        logger = RunLogger(
+            run_dir,
+            total_frames=config.num_updates * config.frames_per_update,
+            start_frames=learner.frames,
+            start_updates=learner.updates,
+            tensorboard=config.tensorboard,
+            wandb=config.wandb,
+            wandb_project=config.wandb_project,
+            wandb_config=config.to_json_dict() | {"model": actor_critic.config.to_upstream()},
+            progress=config.progress,
         )
+        if learner.updates == 0:
+            logger.bar.write(actor_critic.summary())
 
-    metrics, saved_at = None, learner.updates if resumed else None
+    def save() -> None:
+        """Every rank's state, gathered; rank 0 writes the checkpoint."""
+        rank_states = shard.gather(learner.rank_state())
+        if shard.is_main:
+            training_state = learner.training_state(rank_states)
+            ckpt.write_checkpoint(run_dir, actor_critic, checkpoint_json, training_state, config.keep_checkpoints)
+
+    metrics, saved_at, stopping = None, learner.updates if resumed else None, False
     with _StopRequest() as stop:
         try:
-            while learner.updates < config.num_updates and stop.signal is None:
+            if logger is not None and config.eval_every and config.eval_first and learner.updates == 0:
+                logger.log_eval(0, _evaluate(config, learner, eval_paths))
+            while learner.updates < config.num_updates and not stopping:
                 start = time.perf_counter()
                 batch, stats = learner.collect()
-                values = stats | learner.learn(batch)
-                host = dict(zip(values, torch.stack(list(values.values())).tolist()))  # the update's one sync
+                means = learner.learn(batch)
+                means |= learner.end_update(batch)
+                stop_requests = torch.tensor(float(stop.signal is not None), device=device)
+                host = shard.reduce_to_host(stats | {"stop_requests": stop_requests}, means)  # the update's one sync
+                stopping = host.pop("stop_requests") > 0  # a signal to any rank stops all of them here
                 seconds = time.perf_counter() - start
                 learner.updates += 1
                 learner.frames += config.frames_per_update
                 learner.wall_time += seconds
                 metrics = update_metrics(learner, host, seconds)
-                logger.log(metrics)
-                if config.eval_every and learner.updates % config.eval_every == 0:
-                    logger.log_eval(learner.updates, _evaluate(config, learner))
+                if logger is not None:
+                    logger.log(metrics)
+                    if config.eval_every and learner.updates % config.eval_every == 0:
+                        logger.log_eval(learner.updates, _evaluate(config, learner, eval_paths))
                 if learner.updates % config.checkpoint_every == 0:
                     save()
                     saved_at = learner.updates
             if saved_at != learner.updates:
                 save()
+            shard.barrier()  # every rank returns once the last checkpoint is on disk
         finally:
-            logger.close()
+            if logger is not None:
+                logger.close()
     return TrainResult(
         run_dir=run_dir,
         checkpoint=run_dir / ckpt.CHECKPOINT_DIR,
         updates=learner.updates,
         frames=learner.frames,
         last_metrics=metrics,
-        interrupted=stop.signal is not None,
+        interrupted=stopping,
+        rank=shard.rank,
     )
 
 
-def _make_learner(config: TrainConfig, device: torch.device, run_dir: Path) -> tuple[PPO, bool]:
+def _make_learner(config: TrainConfig, device: torch.device, run_dir: Path, shard: Shard) -> tuple[PPO, bool]:
     """The env, network and learner of a run: fresh, from ``--init-from`` weights, or restored from
-    the run's latest checkpoint with ``--resume``. Returns ``(learner, resumed)``."""
+    the run's latest checkpoint with ``--resume``; every rank starts from rank 0's weights. Returns
+    ``(learner, resumed)``."""
     resume_from = ckpt.latest_checkpoint(run_dir) if config.resume else None
-    seed_everything(config.seed)
-    env = make_training_env(config, device)
+    seed_everything(shard.seed(config.seed))
+    env = make_training_env(config, device, shard)
     source = None
     if resume_from is not None:
         source = ckpt.load_policy(resume_from)
@@ -460,24 +541,46 @@ def _make_learner(config: TrainConfig, device: torch.device, run_dir: Path) -> t
     actor_critic = make_actor_critic(env.observation_spec["observation"], env.action_spec, model_config).to(device)
     if source is not None:
         actor_critic.load_state_dict(source.actor_critic.state_dict())
-    learner = PPO(config, env, actor_critic)
+    shard.broadcast_module(actor_critic)
+    level_batches = None
+    if config.curriculum in BATCHED_CURRICULA:
+        solve_rates = PolicySolveRates(actor_critic, env) if config.curriculum == "sfl" else None
+        level_source = make_source(config, env.static_env_params, env.env_params, device, shard, solve_rates)
+        level_batches = LevelBatches(level_source, env.num_envs, device)
+    learner = PPO(config, env, actor_critic, shard, level_batches)
     if resume_from is not None:
-        learner.load_training_state(ckpt.read_training_state(resume_from))
+        where = str(resume_from / ckpt.TRAINING_STATE_FILE)
+        learner.load_training_state(ckpt.read_training_state(resume_from), where=where)
     return learner, resume_from is not None
 
 
-def _evaluate(config: TrainConfig, learner: PPO) -> dict[str, dict]:
-    """Mean results (``{"mean": {...}, "mean_<size>": {...}}``) of the current policy on the eval levels."""
+def _eval_level_paths(config: TrainConfig, static: StaticEnvParams) -> list[Path]:
+    """The eval level files, checked before training starts: they exist, fit the env size and have
+    distinct names in the logs."""
+    paths = resolve_level_paths(config.eval_level_specs)
+    load_eval_levels(paths, static)
+    names = [level_name(path) for path in paths]
+    for path, name in zip(paths, names):
+        if names.count(name) > 1:
+            raise ValueError(f"--eval-levels: two level files are logged as {name!r}, one of them {path}: rename one")
+    return paths
+
+
+def _evaluate(config: TrainConfig, learner: PPO, level_paths: list[Path]) -> EvalReport:
+    """The current policy on the eval levels: ``--eval-attempts`` stochastic attempts per level, all
+    in one batched env with the training env's params (levels padded to its size)."""
     ac = learner.actor_critic
-    report = evaluate(
+    return evaluate(
         ac.policy,
-        resolve_level_paths(config.eval_levels),
+        level_paths,
         observation_type=config.obs,
         action_type=config.action,
         env_size=learner.env.static_env_params,
         attempts=config.eval_attempts,
         seed=config.seed,
         device=learner.device,
+        env_params=learner.env.env_params,
         primer=ac.make_primer(),
+        max_envs=len(level_paths) * config.eval_attempts,
+        pixel_format=config.pixel_format,
     )
-    return {name: asdict(result) for name, result in report.means.items()}

@@ -1,11 +1,13 @@
-"""Upstream Kinetix's random level distribution (``sample_kinetix_level``), batched in torch.
+"""Upstream Kinetix's random level distribution (``sample_kinetix_level``), batched in torch, and
+:class:`RandomLevelSampler`, the env's reset source of fresh random levels.
 
-A level is built the way upstream builds it: the empty scene with a coloured floor; a green and
-a blue shape (not both fixated); a forced control (a motorised connected shape, a thruster, or
-both); ``P + C - 7`` more rounds that add a connected shape, a free shape or nothing; ``T - 1``
-chances of another thruster; a random green/blue swap; and a random order of shapes, joints and
-thrusters. Each added shape is the least-overlapping of ``add_shape_n_proposals`` candidates
-(one candidate for sizes with at most 7 shapes, where nothing is ever fixated, as upstream).
+A level is built the way upstream builds it, with the edits of :mod:`.edits` (the ones the ACCEL
+mutators use): the empty scene with a coloured floor; a green and a blue shape (not both
+fixated); a forced control (a motorised connected shape, a thruster, or both); ``P + C - 7`` more
+rounds that add a connected shape, a free shape or nothing; ``T - 1`` chances of another thruster;
+a random green/blue swap; and a random order of shapes, joints and thrusters. Each added shape is
+the least-overlapping of ``add_shape_n_proposals`` candidates (one candidate for sizes with at most
+7 shapes, where nothing is ever fixated, as upstream).
 
 Every level of a batch runs the same code with its own random draws; only the fixed number of
 rounds is a Python loop.
@@ -15,13 +17,15 @@ from __future__ import annotations
 
 import torch
 
+from ..bodies import Flat
 from ..params import EnvParams, StaticEnvParams, static_params_for_size
-from . import geometry
-from .batch import Draws, Flat, empty_levels, to_levels, write
-from .mutators import BLUE, GREEN, Context, add_connected_shape, add_shape, add_thruster, merge
+from ..schema import BLUE, GREEN
+from . import edits, geometry
+from .batch import Draws, empty_levels, merge, to_levels
+from .noop_filter import filter_levels
 from .params import UEDParams
 
-__all__ = ["sample_levels", "resolve_static"]
+__all__ = ["sample_levels", "resolve_static", "RandomLevelSampler"]
 
 SMALL_LEVEL_SHAPES = 7
 """Sizes with at most this many shape slots use one proposal and never fixate (upstream)."""
@@ -44,7 +48,7 @@ def resolve_static(static: StaticEnvParams | str) -> StaticEnvParams:
     return static
 
 
-def _least_overlapping(flat: Flat, draws: Draws, ctx: Context, count: int, propose) -> Flat:
+def _least_overlapping(flat: Flat, draws: Draws, ctx: edits.Context, count: int, propose) -> Flat:
     """Upstream's ``_choose_proposal_with_least_collisions``: ``propose(flat, draws)`` returns
     ``(levels, new shape index, penalty)`` for ``count`` copies of every level, and the copy with
     the fewest contact points plus penalty wins (the first on ties)."""
@@ -63,7 +67,7 @@ def _add_free_shape(flat, draws, ctx, no_fixate, count):
 
     def propose(levels, d):
         flags = (no_fixate | small).repeat_interleave(d.batch // no_fixate.shape[0])
-        out, index = add_shape(levels, d, ctx, flags)
+        out, index = edits.add_shape(levels, d, ctx, flags)
         return out, index, 0.0
 
     return _least_overlapping(flat, draws, ctx, count, propose)
@@ -72,7 +76,7 @@ def _add_free_shape(flat, draws, ctx, no_fixate, count):
 def _add_joined_shape(flat, draws, ctx, force_revolute: bool, count):
     def propose(levels, d):
         flags = torch.full((d.batch,), force_revolute, device=d.device)
-        out, index, visible = add_connected_shape(levels, d, ctx, flags)
+        out, index, visible = edits.add_connected_shape(levels, d, ctx, flags)
         return out, index, (~visible).float() * ctx.ued.connect_no_visibility_bias
 
     return _least_overlapping(flat, draws, ctx, count, propose)
@@ -135,7 +139,7 @@ def sample_levels(n: int, static: StaticEnvParams | str, params: UEDParams | Non
     if not isinstance(n, int) or n < 1:
         raise ValueError(f"n: expected a positive int, got {n!r}")
     generator = generator if generator is not None else torch.Generator().manual_seed(0)
-    ctx = Context(static, env_params or EnvParams(), params or UEDParams())
+    ctx = edits.Context(static, env_params or EnvParams(), params or UEDParams())
     ued = ctx.ued
     draws = Draws(generator, n)
     count = 1 if static.num_shapes <= SMALL_LEVEL_SHAPES else ued.add_shape_n_proposals
@@ -146,7 +150,7 @@ def sample_levels(n: int, static: StaticEnvParams | str, params: UEDParams | Non
         [ued.floor_prob_normal, ued.floor_prob_green, ued.floor_prob_blue, ued.floor_prob_red], device=draws.device
     )
     floor_role = draws.choice(floor_weights.expand(n, 4))
-    write(flat, "polygon_shape_roles", torch.zeros_like(floor_role), floor_role, ~no)
+    flat = edits.set_role(flat, torch.zeros_like(floor_role), floor_role, ~no)
 
     green_movable = draws.bernoulli(0.5) | (floor_role == BLUE)
     flat = _add_free_shape(flat, draws, ctx, green_movable, count)
@@ -156,7 +160,7 @@ def sample_levels(n: int, static: StaticEnvParams | str, params: UEDParams | Non
     with_motor = _add_joined_shape(flat, draws, ctx, True, count)
     without_motor = _add_free_shape(flat, draws, ctx, no, count)
     flat = merge(control != 1, with_motor, without_motor)
-    flat = merge(control != 0, add_thruster(flat, draws, ctx), flat)
+    flat = merge(control != 0, edits.add_thruster(flat, draws, ctx), flat)
 
     for _ in range(static.num_shapes - 3 - static.num_static_fixated_polys):
         kind = draws.choice(
@@ -168,7 +172,40 @@ def sample_levels(n: int, static: StaticEnvParams | str, params: UEDParams | Non
         flat = merge(kind == 0, joined, merge(kind == 1, free, flat))
 
     for _ in range(static.num_thrusters - 1):
-        flat = merge(draws.bernoulli(ued.add_thruster_chance), add_thruster(flat, draws, ctx), flat)
+        flat = merge(draws.bernoulli(ued.add_thruster_chance), edits.add_thruster(flat, draws, ctx), flat)
 
     _swap_green_and_blue(flat, draws.bernoulli(0.5) & (flat["polygon_shape_roles"][:, 0] == 0))
     return to_levels(_permute(flat, draws, static), static)
+
+
+class RandomLevelSampler:
+    """Callable ``sampler(num_levels)``: a TensorDict (batch ``[num_levels]``, on ``device``, every
+    schema state field for ``static``) of levels from upstream's random distribution.
+
+    With ``noop_filter``, each call samples ``filter_ratio x num_levels`` candidates and keeps
+    ``num_levels`` of them, down-weighting those the no-op policy solves within ``filter_steps``
+    env steps (upstream's ``filter_levels`` option, ratio 2 and 64 steps in its configs)."""
+
+    def __init__(self, static: StaticEnvParams | str, env_params: EnvParams | None = None,
+                 generator_params: UEDParams | None = None, device="cpu", seed: int = 0, noop_filter: bool = False,
+                 filter_ratio: int = 2, filter_steps: int = 64):
+        self.static = resolve_static(static)
+        self.env_params = env_params or EnvParams()
+        self.generator_params = generator_params or UEDParams()
+        self.device = torch.device(device)
+        self.generator = torch.Generator(self.device).manual_seed(seed)
+        if filter_ratio < 1 or filter_steps < 1:
+            raise ValueError(f"filter_ratio and filter_steps must be >= 1, got {filter_ratio}, {filter_steps}")
+        self.noop_filter, self.filter_ratio, self.filter_steps = noop_filter, filter_ratio, filter_steps
+
+    def __call__(self, num_levels: int):
+        count = num_levels * (self.filter_ratio if self.noop_filter else 1)
+        levels = sample_levels(count, self.static, self.generator_params, self.generator, self.env_params)
+        if not self.noop_filter:
+            return levels
+        return filter_levels(levels, num_levels, self.static, self.env_params, self.generator, self.filter_steps)[0]
+
+    def __repr__(self) -> str:
+        s = self.static
+        size = f"P={s.num_polygons}, C={s.num_circles}, J={s.num_joints}, T={s.num_thrusters}"
+        return f"RandomLevelSampler({size}, device={self.device}, noop_filter={self.noop_filter})"
