@@ -65,7 +65,7 @@ else
   TRAIN_ARGS=(--sizes s m --networks mlp transformer --num-envs 2048 --num-steps 64 --repeats 2)
   LAUNCH_ARGS=(--sizes s m l --batch-sizes 65536 --min-seconds 0.2 --repeats 3)
   # Seconds per stage; 540 in all (the device call's limit is 600, the lease's 900).
-  BUDGET_INFO=20 BUDGET_INSTALL=30 BUDGET_WARM=120 BUDGET_TESTS=70 BUDGET_ENGINE=120 BUDGET_ENV=90 BUDGET_TRAIN=50 BUDGET_LAUNCH=40
+  BUDGET_INFO=15 BUDGET_INSTALL=25 BUDGET_WARM=110 BUDGET_TESTS=150 BUDGET_ENGINE=100 BUDGET_ENV=70 BUDGET_TRAIN=40 BUDGET_LAUNCH=30
 fi
 
 echo "stage,budget_s,seconds,exit_code" > "$OUT_DIR/stages.csv"

@@ -101,8 +101,8 @@ def _slot_values(raw: torch.Tensor, static: StaticEnvParams, action_type: str) -
         return raw.to(torch.float32)
     if action_type == "multi_discrete":
         raw = raw.long()
-        motor_value = torch.tensor([0.0, 1.0, -1.0], device=raw.device)
-        motors = motor_value[raw[:, :M].clamp(0, 2)]
+        choice = raw[:, :M]  # 0: off, 1: forward (+1), 2: backward (-1); no host data (CUDA graphs)
+        motors = (choice == 1).to(torch.float32) - (choice == 2).to(torch.float32)
         thrusters = (raw[:, M:] != 0).to(torch.float32)
         return torch.cat([motors, thrusters], dim=1)
     # discrete: one slot set (motor direction or thruster on), or none for the no-op.

@@ -15,7 +15,6 @@ the solve-rate curve to ``eval.jsonl`` and TensorBoard. Runs go to ``runs/finetu
 from __future__ import annotations
 
 import argparse
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from ..train.config import TrainConfig
 from ..train.evaluate import resolve_level_paths, size_name
 from ..train.logger import level_name
 from .args import add_dataclass_arguments
-from .train import config_from_namespace, make_parser
+from .train import config_from_namespace, make_parser, run_training
 
 INHERITED = (
     "obs", "pixel_format", "action", "dense_reward_scale", "max_timesteps", "num_envs", "num_steps",
@@ -92,17 +91,8 @@ def finetune_config(argv) -> TrainConfig:
 
 
 def main(argv=None) -> int:
-    from ..train.ppo import train
-
-    argv = list(sys.argv[1:] if argv is None else argv)
-    try:
-        config = finetune_config(argv)
-        result = train(config)
-    except (ValueError, FileNotFoundError, ImportError) as error:
-        print(f"kinetix-torch finetune: error: {error}", file=sys.stderr)
-        return 2
-    if result.rank == 0:
+    def finished(result) -> str:
         state = "stopped (resume with kinetix-torch train --resume)" if result.interrupted else "done"
-        print(f"{state}: {result.updates} updates, {result.frames} frames; eval curve {result.run_dir}/eval.jsonl")
-    return 0
+        return f"{state}: {result.updates} updates, {result.frames} frames; eval curve {result.run_dir}/eval.jsonl"
 
+    return run_training("finetune", finetune_config, argv, finished)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -29,7 +28,7 @@ from typing import Literal
 from ..train.config import TrainConfig
 from ..train.distributed import resolve_device
 from .args import add_dataclass_arguments
-from .train import config_from_namespace, make_parser
+from .train import config_from_namespace, make_parser, run_training
 
 UPSTREAM_NUM_ENVS = 2048
 """Upstream's ``num_train_envs``; SFL's scoring and buffer sizes are upstream's for this many envs."""
@@ -96,20 +95,16 @@ def pretrain_config(argv) -> tuple[TrainConfig, list[str]]:
 
 
 def main(argv=None) -> int:
-    from ..train.ppo import train
-
-    argv = list(sys.argv[1:] if argv is None else argv)
-    try:
+    def make_config(argv) -> TrainConfig:
         config, scaled = pretrain_config(argv)
         print("kinetix-torch pretrain: upstream's SFL setup (configs/sfl.yaml); scaled to this machine:")
         for line in scaled:
             print(f"  {line}")
-        result = train(config)
-    except (ValueError, FileNotFoundError, ImportError) as error:
-        print(f"kinetix-torch pretrain: error: {error}", file=sys.stderr)
-        return 2
-    if result.rank == 0:
+        return config
+
+    def finished(result) -> str:
         state = "stopped" if result.interrupted else "done"
-        print(f"{state}: {result.updates} updates, {result.frames} frames; checkpoint {result.checkpoint} "
-              f"(continue with: kinetix-torch train --resume {result.run_dir} --total-frames N)")
-    return 0
+        return (f"{state}: {result.updates} updates, {result.frames} frames; checkpoint {result.checkpoint} "
+                f"(continue with: kinetix-torch train --resume {result.run_dir} --total-frames N)")
+
+    return run_training("pretrain", make_config, argv, finished)

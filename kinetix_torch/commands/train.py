@@ -99,17 +99,25 @@ def parse_args(argv) -> TrainConfig:
     return config_from_namespace(parser, merged, out=given.resume)
 
 
-def main(argv=None) -> int:
+def run_training(command: str, make_config, argv, finished) -> int:
+    """The main of ``train``, ``pretrain`` and ``finetune``: ``make_config(argv)`` (a bad flag or
+    file: exit 2 with the error), train, and on rank 0 print ``finished(result)``."""
     from ..train.ppo import train
 
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        config = parse_args(argv)
-        result = train(config)
+        result = train(make_config(argv))
     except (ValueError, FileNotFoundError, ImportError) as error:
-        print(f"kinetix-torch train: error: {error}", file=sys.stderr)
+        print(f"kinetix-torch {command}: error: {error}", file=sys.stderr)
         return 2
     if result.rank == 0:
-        state = "stopped (resume with --resume)" if result.interrupted else "done"
-        print(f"{state}: {result.updates} updates, {result.frames} frames; checkpoint {result.checkpoint}")
+        print(finished(result))
     return 0
+
+
+def main(argv=None) -> int:
+    def finished(result) -> str:
+        state = "stopped (resume with --resume)" if result.interrupted else "done"
+        return f"{state}: {result.updates} updates, {result.frames} frames; checkpoint {result.checkpoint}"
+
+    return run_training("train", parse_args, argv, finished)

@@ -154,14 +154,18 @@ def _flat_parts(state, static: StaticEnvParams, params: EnvParams) -> list[torch
     """Masked rows of the flat observations: polygons (without walls and ceiling), circles,
     joints (b to a, then one-hots of b and a) and thrusters (then a one-hot of the parent)."""
     N, J = static.num_shapes, static.num_joints
-    keep = [0] + list(range(static.num_static_fixated_polys, static.num_polygons))
-    polygons = polygon_rows(state, params)[:, keep]
+    F = static.num_static_fixated_polys
+
+    def kept(polygon_values):  # the floor (0) and the non-static polygons: slices, no host data (CUDA graphs)
+        return torch.cat([polygon_values[:, :1], polygon_values[:, F:]], dim=1)
+
+    polygons = kept(polygon_rows(state, params))
     indexes = joint_indexes(state)[:, :J]
     joints = [joint_rows(state, static)[:, :J], _one_hot(indexes[..., 0], N), _one_hot(indexes[..., 1], N)]
     joints = torch.cat(joints, dim=-1)
     thrusters = torch.cat([thruster_rows(state, static), _one_hot(state["thruster", "object_index"], N)], dim=-1)
     rows = [
-        (polygons, state["polygon", "active"][:, keep]),
+        (polygons, kept(state["polygon", "active"])),
         (circle_rows(state, params), state["circle", "active"]),
         (joints, state["joint", "active"]),
         (thrusters, state["thruster", "active"]),
