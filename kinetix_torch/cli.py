@@ -14,6 +14,7 @@ COMMANDS = {
     "pretrain": ("kinetix_torch.commands.pretrain", "pretrain with SFL on random levels (upstream's setup, scaled)"),
     "finetune": ("kinetix_torch.commands.finetune", "fine-tune a pretrained agent on one level (or train from scratch)"),
     "eval": ("kinetix_torch.commands.eval", "evaluate a checkpoint (or a random policy) on levels"),
+    "curves": ("kinetix_torch.commands.curves", "plot evaluation solve rate against frames of several runs"),
     "render": ("kinetix_torch.commands.render", "write a GIF of a policy playing a level"),
     "demo": ("kinetix_torch.commands.demo", "the README's main job: train on a shipped level, evaluate, render"),
     "conformance": ("kinetix_torch.conformance", "check an engine against upstream's golden data"),

@@ -12,21 +12,13 @@ does.
 
 from __future__ import annotations
 
-import functools
-
 import torch
 
 from . import formulas
 from .params import StaticEnvParams
-from .topology import pair_tables
+from .topology import pair_index_tensors
 
 __all__ = ["green_blue_distance", "substep_rewards", "combine_substeps", "dense_shaping"]
-
-
-@functools.lru_cache(maxsize=None)
-def _pair_tables(static: StaticEnvParams, device: torch.device) -> dict[str, torch.Tensor]:
-    """:func:`pair_tables` as index tensors on ``device``."""
-    return {kind: torch.as_tensor(pairs, dtype=torch.long, device=device) for kind, pairs in pair_tables(static).items()}
 
 
 def green_blue_distance(state, static: StaticEnvParams) -> torch.Tensor:
@@ -40,7 +32,7 @@ def green_blue_distance(state, static: StaticEnvParams) -> torch.Tensor:
         dim=-1,
     )
     positions = torch.cat([state["polygon", "position"], state["circle", "position"]], dim=-2)
-    return formulas.contact_info(live_roles, positions, None, _pair_tables(static, positions.device))[2]
+    return formulas.contact_info(live_roles, positions, None, pair_index_tensors(static, positions.device))[2]
 
 
 def _reward(touches_red: torch.Tensor, touches_blue: torch.Tensor) -> torch.Tensor:

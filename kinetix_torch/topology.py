@@ -57,3 +57,12 @@ def pair_tables(static: StaticEnvParams) -> dict[str, np.ndarray]:
     cr = [(P + c, p) for c in range(C) for p in range(P)]
     cc = [(P + i, P + j) for i in range(C) for j in range(i + 1, C)]
     return {k: np.asarray(v, np.int32).reshape(-1, 2) for k, v in zip(MANIFOLD_KINDS, (rr, cr, cc))}
+
+
+@functools.lru_cache(maxsize=None)
+def pair_index_tensors(static: StaticEnvParams, device) -> dict:
+    """:func:`pair_tables` as torch int64 tensors on ``device``, built once per sizes and device, so
+    that a step copies no index table from the host (CUDA-graph capturable)."""
+    import torch  # topology itself stays free of torch: the JAX reference imports it
+
+    return {kind: torch.as_tensor(pairs, dtype=torch.long, device=device) for kind, pairs in pair_tables(static).items()}

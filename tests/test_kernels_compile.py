@@ -19,12 +19,14 @@ from kinetix_torch.kernels.aot import SIZES
 
 pytestmark = pytest.mark.slow  # developers' fast subset: pytest -m 'not slow'
 
-SPILL_BUDGET_BYTES = {"s": 512, "m": 0, "l": 0, "custom": 0}
+SPILL_BUDGET_BYTES = {"s": 1024, "m": 128, "l": 0, "custom": 0}
 """Spill stores + loads allowed per variant (each size's launch configuration from
-``launch_config_for``, ``w1-r255``): zero, except S. With 255 registers per thread, ptxas 13.4
-still spills 96 B (sm_80) and 264 B (sm_90) of the S variant to local memory (L1-cached),
-measured 2026-11-24 (sm_90 again 2026-11-30 with the NaN check): its small loop counts are
-unrolled into long straight-line code. M, L and the custom size do not spill."""
+``launch_config_for``, ``w1-r255``), about 25% above what Triton 3.9 / ptxas measured on
+2026-12-01: S 800 B (sm_80) and 816 B (sm_90), M 64 B and 48 B, L and the custom size none. The
+S figures were 96 B and 264 B before 2026-11-30's changes (physics params read as kernel
+arguments instead of compiled-in constants, the NaN flag row); M spilled nothing. Spills go to
+local memory, cached in L1; the GPU suite's launch stage times ``w1-r255`` against configurations
+with more warps and fewer registers, which is what says whether they cost anything."""
 
 
 def test_every_variant_compiles_for_sm80_and_sm90():

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import shutil
 import sys
 import time
@@ -33,11 +32,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
 
-from ..atomic import atomic_write, atomic_write_text
+from ..atomic import atomic_write_text
 from ..levels import Level
 from ..params import EnvParams, static_params_for_size
+from ..plots import PALETTE, Panel, Series, draw_panels, finite
 from ..schema import BLUE, GREEN, RED
 from .render import default_font, save_episode
 
@@ -268,56 +267,20 @@ def run_demo(args: Args) -> dict:
 # The learning curve
 
 
-CURVES = (("solve_rate", "training solve rate", (30, 150, 60)), ("episode_return", "episode return", (40, 90, 200)))
+CURVES = (("solve_rate", "training solve rate", PALETTE[0]), ("episode_return", "episode return", PALETTE[1]))
 """(metrics key, panel title, line colour) of each panel, top to bottom."""
 
 
-def draw_learning_curve(
-    metrics_path: Path, png_path: Path, note: str = "", width: int = 640, panel_height: int = 200
-) -> None:
+def draw_learning_curve(metrics_path: Path, png_path: Path, note: str = "") -> None:
     """Plot each of :data:`CURVES` against frames from a run's ``metrics.jsonl`` into a PNG, with a
     dotted line at a solve rate of 0.9 and ``note`` under the plots."""
     rows = [json.loads(line) for line in Path(metrics_path).read_text().splitlines() if line.strip()]
-    image = Image.new("RGB", (width, panel_height * len(CURVES) + 24), "white")
-    draw = ImageDraw.Draw(image)
-    font = default_font(12)
-    max_frames = max([row["frames"] for row in rows] + [1])
-    left, right, top_pad, bottom_pad = 64, 16, 22, 24
-    for panel, (key, title, colour) in enumerate(CURVES):
-        points = [(row["frames"], row[key]) for row in rows if _finite(row.get(key))]
-        top = panel * panel_height + top_pad
-        bottom = (panel + 1) * panel_height - bottom_pad
-        values = [v for _, v in points] or [0.0]
-        low, high = (0.0, 1.0) if key == "solve_rate" else (min(values), max(values))
-        if high - low < 1e-6:
-            low, high = low - 0.5, high + 0.5
-
-        def xy(frames, value, top=top, bottom=bottom, low=low, high=high):
-            x = left + (width - left - right) * frames / max_frames
-            return x, bottom - (bottom - top) * (value - low) / (high - low)
-
-        draw.rectangle([left, top, width - right, bottom], outline=(120, 120, 120))
-        draw.text((left, top - 4), title, fill="black", font=font, anchor="ld")
-        for value in (low, high):
-            draw.text((left - 6, xy(0, value)[1]), f"{value:.2f}", fill="black", font=font, anchor="rm")
-        if key == "solve_rate":
-            y = xy(0, 0.9)[1]
-            for x in range(left, width - right, 6):
-                draw.line([(x, y), (x + 2, y)], fill=(150, 150, 150))
-            draw.text((width - right - 4, y - 2), "0.9", fill=(120, 120, 120), font=font, anchor="rb")
-        if len(points) > 1:
-            draw.line([xy(f, v) for f, v in points], fill=colour, width=2)
-        elif points:
-            x, y = xy(*points[0])
-            draw.ellipse([x - 2, y - 2, x + 2, y + 2], fill=colour)
-        draw.text((left, bottom + 4), "0", fill="black", font=font)
-        draw.text((width - right, bottom + 4), f"{max_frames:,} frames", fill="black", font=font, anchor="ra")
-    draw.text((left, image.height - 6), note, fill="black", font=font, anchor="ld")
-    atomic_write(png_path, lambda tmp: image.save(tmp, format="PNG"))
-
-
-def _finite(value) -> bool:
-    return isinstance(value, (int, float)) and math.isfinite(value)
+    panels = [
+        Panel(title, [Series(title, [(row["frames"], row[key]) for row in rows if finite(row.get(key))], colour)],
+              y_range=(0.0, 1.0) if key == "solve_rate" else None, guide=0.9 if key == "solve_rate" else None)
+        for key, title, colour in CURVES
+    ]
+    draw_panels(panels, png_path, note=note)
 
 
 def main(argv=None) -> int:

@@ -23,7 +23,7 @@ from tensordict import TensorDict
 
 from ..params import EnvParams, StaticEnvParams
 from ..schema import MANIFOLD_PREFIXES
-from ..topology import pair_tables
+from ..topology import pair_index_tensors
 
 __all__ = [
     "symbolic_flat",
@@ -232,13 +232,11 @@ def _attention_masks(state, static: StaticEnvParams, indexes: torch.Tensor) -> t
     shape_ids = torch.arange(N, device=live.device)
     ends = [(indexes[..., k].unsqueeze(-1) == shape_ids).to(torch.float32) for k in (0, 1)]
     connected = torch.einsum("brn,brm->bnm", ends[0], ends[1]) > 0
-    connected[:, 0, 0] = False
+    connected[:, 0, 0].fill_(False)  # fill_, not "= False": no host scalar tensor
     touching = torch.zeros(batch, N, N, dtype=torch.bool, device=live.device)
-    tables = pair_tables(static)
-    for kind in ("rr", "cr", "cc"):
-        if len(tables[kind]):
+    for kind, pairs in pair_index_tensors(static, live.device).items():
+        if len(pairs):
             active = state[MANIFOLD_PREFIXES[kind], "active"]
-            pairs = torch.as_tensor(tables[kind], dtype=torch.long, device=live.device)
             touching[:, pairs[:, 0], pairs[:, 1]] = active.any(-1) if kind == "rr" else active
     layers = torch.stack([torch.ones_like(live_pair), ~state["collision_matrix"], connected, touching], dim=1)
     return layers & live_pair.unsqueeze(1)
