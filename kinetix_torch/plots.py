@@ -4,11 +4,12 @@ curves`` (solve rate against frames of several runs) draw through :func:`draw_pa
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 from .atomic import atomic_write
 
@@ -38,6 +39,15 @@ class Panel:
     guide: float | None = None
 
 
+@functools.cache
+def default_font(size: int):
+    """Pillow's default font at ``size`` pixels (its fixed-size bitmap font where Pillow lacks FreeType)."""
+    try:
+        return ImageFont.load_default(size=size)
+    except (TypeError, ImportError, OSError):
+        return ImageFont.load_default()
+
+
 def finite(value) -> bool:
     """A real number that is neither NaN nor infinite (None and strings are not)."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
@@ -47,8 +57,6 @@ def draw_panels(panels: list[Panel], png_path: Path, x_label: str = "frames", no
                 panel_height: int = 200) -> None:
     """Draw ``panels`` top to bottom over a shared x axis from 0 to the largest x, a legend per panel
     with more than one series (bottom right), and ``note`` under the plots; written atomically."""
-    from .commands.render import default_font
-
     image = Image.new("RGB", (width, panel_height * len(panels) + 24), "white")
     draw = ImageDraw.Draw(image)
     font = default_font(12)

@@ -38,7 +38,7 @@ from ..levels import Level
 from ..params import EnvParams, static_params_for_size
 from ..plots import PALETTE, Panel, Series, draw_panels, finite
 from ..schema import BLUE, GREEN, RED
-from .render import default_font, save_episode
+from .render import save_episode
 
 LEVELS_DIR = Path(__file__).resolve().parents[1] / "assets" / "levels"
 DEMO_LEVEL = LEVELS_DIR / "glide_to_blue.json"

@@ -11,7 +11,6 @@ The GIF has one frame per state: the start and one per env step, so ``episode le
 
 from __future__ import annotations
 
-import functools
 import importlib.util
 import os
 from dataclasses import dataclass
@@ -20,9 +19,10 @@ from typing import Literal
 
 import imageio.v2 as imageio
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 
 from ..atomic import atomic_write
+from ..plots import default_font
 from ..train.evaluate import Episode, EvalError, record_episode
 from .args import parse_dataclass
 from .eval import ACTIONS, BAD_INPUT, SIZES, fail, policy_source
@@ -96,15 +96,6 @@ def _font(text: str, width: int):
     """The largest default font (14 px down to 8) in which ``text`` fits ``width`` pixels."""
     fonts = [default_font(size) for size in range(14, 7, -1)]
     return next((font for font in fonts if font.getlength(text) <= width), fonts[-1])
-
-
-@functools.cache
-def default_font(size: int):
-    """Pillow's default font at ``size`` pixels (its fixed-size bitmap font where Pillow lacks FreeType)."""
-    try:
-        return ImageFont.load_default(size=size)
-    except (TypeError, ImportError, OSError):
-        return ImageFont.load_default()
 
 
 def save_episode(episode: Episode, path: str | os.PathLike, frame_ms: float) -> None:
